@@ -1,0 +1,83 @@
+"""The repository root as a Hub model repo: root configs, pipeline on a real mp4, atomic exports."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForVideoClassification, AutoVideoProcessor, pipeline
+
+from conftest import REPO_ROOT, numbered_frames
+from dfd.hub_export import default_root_configs, save_detector
+from dfd.modeling_dfd import DFDForVideoClassification
+from dfd.processing_dfd import DFDVideoProcessor
+
+
+def without_version(text):
+    values = json.loads(text)
+    values.pop("transformers_version", None)
+    return values
+
+
+@pytest.mark.parametrize("name", ["config.json", "video_preprocessor_config.json"])
+def test_root_configs_match_the_code_defaults(name):
+    """Regenerate with `make configs` when this fails."""
+    expected = default_root_configs()[name]
+    assert without_version((REPO_ROOT / name).read_text()) == without_version(expected)
+
+
+def test_checkout_root_loads_through_auto_classes():
+    config = AutoConfig.from_pretrained(REPO_ROOT, trust_remote_code=True)
+    assert type(config).__name__ == "DFDConfig"
+    assert (config.num_frames, config.image_size, config.vision_config.patch_size) == (12, 384, 14)
+    assert config.auto_map["AutoModel"] == "modeling_dfd.DFDForVideoClassification"
+    processor = AutoVideoProcessor.from_pretrained(REPO_ROOT, trust_remote_code=True)
+    assert type(processor).__name__ == "DFDVideoProcessor"
+    assert processor.size.height == 384 and processor.num_frames == 12 and not processor.do_center_crop
+
+
+def test_pipeline_classifies_a_real_mp4(tiny_detector_dir, make_video):
+    video = make_video("clip.mp4", numbered_frames(40))
+    classifier = pipeline("video-classification", model=str(tiny_detector_dir), trust_remote_code=True)
+    predictions = classifier(str(video))
+    assert sorted(p["label"] for p in predictions) == ["fake", "real"]
+    assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
+    assert predictions[0]["score"] >= predictions[1]["score"]
+
+    # Same numbers as processor + model by hand.
+    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
+    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+    with torch.no_grad():
+        probabilities = model(**processor(str(video), return_tensors="pt")).logits.softmax(-1)[0]
+    by_label = {p["label"]: p["score"] for p in predictions}
+    assert by_label["fake"] == pytest.approx(probabilities[1].item(), abs=1e-5)
+
+
+def test_export_replaces_an_existing_folder_only_when_complete(tiny_detector_dir, tmp_path):
+    model = DFDForVideoClassification.from_pretrained(tiny_detector_dir)
+    processor = DFDVideoProcessor.from_pretrained(tiny_detector_dir)
+    target = save_detector(model, processor, tmp_path / "export", readme="# first\n")
+    assert {p.name for p in target.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "configuration_dfd.py",
+        "modeling_dfd.py",
+        "processing_dfd.py",
+        "video_preprocessor_config.json",
+        "README.md",
+    }
+
+    class ExplodingProcessor:
+        def save_pretrained(self, directory):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_detector(model, ExplodingProcessor(), tmp_path / "export", readme="# second\n")
+    assert (target / "README.md").read_text() == "# first\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+    save_detector(model, processor, tmp_path / "export", readme="# second\n")
+    assert (target / "README.md").read_text() == "# second\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    reloaded = AutoModelForVideoClassification.from_pretrained(target, trust_remote_code=True)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
