@@ -16,24 +16,36 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_video(path, frames, fps=25, codec="libx264", gop=None, rotation=None):
-    """Encode uint8 frames (T, H, W, 3) into a real video file with PyAV; returns the path."""
+def write_video(path, frames, fps=25, codec="libx264", gop=None, rotation=None, bframes=None, container_options=None):
+    """
+    Encode uint8 frames (T, H, W, 3) into a real video file with PyAV; returns the path.
+
+    rotation: clockwise degrees a player turns the frames by, as in the `rotate` tag phones write (stored as a display
+    matrix, which is what FFmpeg reads back). bframes: number of B-frames, so presentation order differs from decode
+    order. container_options: muxer options, e.g. {"movflags": "faststart"} to put the mp4 index first.
+    """
     frames = np.asarray(frames, dtype=np.uint8)
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = frames.shape[1], frames.shape[2]
         stream.pix_fmt = "yuv420p"
         options = {}
+        x264_params = []
         if codec == "libx264":
-            # Near-lossless so tests can compare decoded pixels with what was written.
-            options.update({"crf": "0", "preset": "ultrafast"})
+            # Near-lossless so tests can compare decoded pixels with what was written. Lossless x264 never emits
+            # B-frames, so asking for them switches to high-quality lossy coding.
+            options.update({"crf": "12" if bframes else "0", "preset": "ultrafast"})
         if gop is not None:
             stream.codec_context.gop_size = gop
-            if codec == "libx264":
-                options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+            x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
+        if bframes:
+            x264_params.append(f"bframes={bframes}:b-adapt=0")
+        if codec == "libx264" and x264_params:
+            options["x264-params"] = ":".join(x264_params)
         stream.options = options
         if rotation is not None:
-            stream.metadata["rotate"] = str(rotation)
+            # PyAV's angle is counter-clockwise (the value `VideoFrame.rotation` reads back).
+            stream.set_display_rotation(-rotation)
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
@@ -46,6 +58,31 @@ def numbered_frames(num_frames, height=64, width=64):
     """Frames whose mean brightness encodes their index, so a test can tell which frames were sampled."""
     levels = np.linspace(16, 235, num_frames).astype(np.uint8)
     return np.stack([np.full((height, width, 3), level, dtype=np.uint8) for level in levels])
+
+
+def barcode_frames(num_frames, height=64, width=64):
+    """
+    Frames that carry their index as a 16-bit barcode of 8x8 blocks (two rows of eight, black or white; needs
+    height >= 16 and width >= 64) above a grey band, so a test can read back exactly which frame it got, even through
+    lossy coding.
+    """
+    frames = np.full((num_frames, height, width, 3), 128, dtype=np.uint8)
+    for index in range(num_frames):
+        for bit in range(16):
+            row, column = divmod(bit, 8)
+            value = 255 if (index >> bit) & 1 else 0
+            frames[index, row * 8 : row * 8 + 8, column * 8 : column * 8 + 8] = value
+    return frames
+
+
+def read_barcode(frame):
+    """The index `barcode_frames` wrote into an (H, W, 3) frame."""
+    index = 0
+    for bit in range(16):
+        row, column = divmod(bit, 8)
+        if frame[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].mean() > 128:
+            index |= 1 << bit
+    return index
 
 
 def tiny_clip_config(**overrides):
@@ -78,3 +115,30 @@ def make_video(tmp_path):
         return write_video(tmp_path / name, frames, **options)
 
     return _make
+
+
+TINY_IMAGE_SIZE = 48
+
+
+def save_tiny_detector(path, clip_dir, seed=0, **config_overrides):
+    """A tiny, randomly trained-looking detector exported like a real one (model + processor + code files)."""
+    from dfd.hub_export import save_detector
+    from dfd.modeling_dfd import DFDForVideoClassification
+    from dfd.processing_dfd import DFDVideoProcessor
+
+    torch.manual_seed(seed)
+    config_overrides = {"image_size": TINY_IMAGE_SIZE, "adapter_bottleneck": 8, **config_overrides}
+    model = DFDForVideoClassification.from_clip(clip_dir, **config_overrides)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".adapter." in name or name.startswith("classifier."):
+                parameter.normal_(std=0.5)
+    size = model.config.image_size
+    processor = DFDVideoProcessor(size={"height": size, "width": size}, num_frames=model.config.num_frames)
+    return save_detector(model, processor, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_dir(tmp_path_factory, tiny_clip_dir):
+    """An exported tiny detector folder (loads with trust_remote_code, pipeline-ready)."""
+    return save_tiny_detector(tmp_path_factory.mktemp("tiny_detector") / "detector", tiny_clip_dir)
