@@ -463,11 +463,11 @@ class DFDVideoProcessor(BaseVideoProcessor):
         ]
         return [clip.frames for clip in clips], metadata
 
-    def _prepare_input_videos(self, videos, do_convert_rgb=None, input_data_format=None, device=None):
+    def _prepare_input_videos(self, videos, **kwargs):
         """Decoded frames are always (T, H, W, 3), so the channel axis is not guessed from shapes like (3, 3, W, 3)."""
-        return super()._prepare_input_videos(
-            videos, do_convert_rgb=do_convert_rgb, input_data_format=ChannelDimension.LAST, device=device
-        )
+        # Keyword pass-through: the base signature differs between transformers releases (5.17 has no do_convert_rgb).
+        kwargs["input_data_format"] = ChannelDimension.LAST
+        return super()._prepare_input_videos(videos, **kwargs)
 
     def _preprocess(self, videos, **kwargs) -> BatchFeature:
         """The base class's resize/rescale/normalise, under the name the model's `forward` takes: `pixel_values`."""
