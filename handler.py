@@ -1,0 +1,147 @@
+"""
+Inference Endpoints handler: POST a video, get `[{"label": ..., "score": ...}]` sorted by score.
+
+Request body:
+
+    {"inputs": "<base64 video> | https://host/video.mp4 | /path/on/the/endpoint.mp4",
+     "parameters": {"top_k": 2, "clips": 8}}
+
+A raw video body (Content-Type: video/mp4) arrives as bytes and works too. `score` is the class probability averaged
+over `clips` clips of 12 evenly spaced frames that tile the video (default 1 clip: the model card's sampling). With
+`clips`, each entry also holds `"clips": [{"start": s, "end": s, "score": p}, ...]`, that class's probability per
+clip with the times (s) of the clip's first and last frame.
+
+Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_BYTES` bytes (default 100 MB) or
+`DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_CLIPS` clips (default 32, as every clip's
+frames are held in memory), read from the environment or given to the constructor.
+
+The runtime imports this file from the repository root with that folder on `sys.path` and our package not installed,
+so it uses only sibling modules (inference.py) and loads the model and processor through the Auto classes with
+`trust_remote_code`. Videos are decoded by the processor's own module (processing_dfd), as in `dfd predict`.
+"""
+
+import base64
+import binascii
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+from inference import VideoError, VideoScorer
+
+
+DEFAULT_MAX_INPUT_BYTES = 100_000_000
+DEFAULT_MAX_DURATION_SECONDS = 600.0
+DEFAULT_MAX_CLIPS = 32
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+
+class EndpointHandler:
+    def __init__(
+        self,
+        path: str = "",
+        max_input_bytes: int | None = None,
+        max_duration: float | None = None,
+        max_clips: int | None = None,
+    ):
+        environ = os.environ.get
+        self.max_input_bytes = int(max_input_bytes or environ("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
+        self.max_duration = float(max_duration or environ("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
+        self.max_clips = int(max_clips or environ("DFD_MAX_CLIPS", DEFAULT_MAX_CLIPS))
+        path = path or str(Path(__file__).resolve().parent)
+        model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
+        processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        self.scorer = VideoScorer(model, processor, device=device, dtype=dtype)
+
+    def __call__(self, data: dict) -> list[dict]:
+        parameters = data.get("parameters") or {}
+        num_clips = int(parameters.get("clips", 1))
+        top_k = int(parameters.get("top_k", len(self.scorer.labels)))
+        if num_clips < 1 or top_k < 1:
+            raise ValueError(f"parameters 'clips' and 'top_k' must be at least 1, got {parameters}")
+        if num_clips > self.max_clips:
+            raise ValueError(f"'clips' is {num_clips}, above the limit of {self.max_clips} (DFD_MAX_CLIPS)")
+        if "inputs" not in data:
+            raise ValueError("the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)")
+
+        with self._video_file(data["inputs"]) as path:
+            try:
+                info = self.scorer.probe(path)
+            except ValueError as error:  # VideoDecodeError: its reason, not the temporary file's name
+                raise ValueError(f"cannot read the video: {getattr(error, 'reason', error)}") from None
+            if info.duration is not None and info.duration > self.max_duration:
+                raise ValueError(
+                    f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
+                    "(DFD_MAX_DURATION_SECONDS)"
+                )
+            (prediction,) = self.scorer.predict([path], num_clips)
+        if isinstance(prediction, VideoError):
+            raise ValueError(f"cannot read the video: {prediction.reason}")
+
+        ranked = sorted(prediction.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
+        results = [{"label": label, "score": score} for label, score in ranked]
+        if "clips" in parameters:
+            for result in results:
+                result["clips"] = [
+                    {"start": clip.start, "end": clip.end, "score": clip.scores[result["label"]]}
+                    for clip in prediction.clips
+                ]
+        return results
+
+    def _check_size(self, size: int):
+        if size > self.max_input_bytes:
+            raise ValueError(
+                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
+            )
+
+    @contextmanager
+    def _video_file(self, inputs):
+        """A local file holding the video, whichever way it was sent; temporary copies are deleted afterwards."""
+        if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
+            with tempfile.NamedTemporaryFile(suffix=".video") as file:
+                self._download(inputs, file)
+                yield file.name
+            return
+        if isinstance(inputs, str) and len(inputs) < 4096 and os.path.isfile(inputs):  # a base64 video is no path
+            self._check_size(os.path.getsize(inputs))
+            yield inputs
+            return
+        if isinstance(inputs, str):
+            encoded = inputs.split(",", 1)[1] if inputs.startswith("data:") else inputs  # data:video/mp4;base64,...
+            self._check_size(len(encoded) * 3 // 4)  # before decoding, so an oversized request costs no memory
+            try:
+                inputs = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(
+                    "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
+                ) from None
+        if not isinstance(inputs, (bytes, bytearray)):
+            raise ValueError(f"'inputs' must be a string or bytes, got {type(inputs).__name__}")
+        self._check_size(len(inputs))
+        with tempfile.NamedTemporaryFile(suffix=".video") as file:
+            file.write(inputs)
+            file.flush()
+            yield file.name
+
+    def _download(self, url: str, file):
+        """Stream `url` into `file`, stopping as soon as it exceeds the size limit."""
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                declared = response.headers.get("Content-Length")
+                if declared is not None:
+                    self._check_size(int(declared))
+                received = 0
+                while chunk := response.read(1 << 20):
+                    received += len(chunk)
+                    self._check_size(received)
+                    file.write(chunk)
+        except (urllib.error.URLError, TimeoutError) as error:
+            raise ValueError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
+        file.flush()

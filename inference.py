@@ -1,0 +1,204 @@
+"""Score whole videos with a DFD detector: clips spread over each video, one decoding pass, batched forward passes.
+
+Shared by `dfd predict` and the Inference Endpoints handler (handler.py). It imports nothing from the `dfd` package,
+because the Endpoints runtime loads it as a top-level module next to handler.py with nothing installed. Decoding goes
+through the module that defines the processor (processing_dfd, wherever the processor was loaded from, e.g. the
+`transformers_modules` copy that `trust_remote_code` creates), so there is one decoder for everything.
+"""
+
+import itertools
+import math
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+FAKE_LABEL = "fake"
+
+
+@dataclass
+class ClipScore:
+    """One clip of `num_frames` evenly spaced frames; `start`/`end` are the times (s) of its first and last frame."""
+
+    start: float | None
+    end: float | None
+    timestamps: list[float | None]
+    scores: dict[str, float]
+
+
+@dataclass
+class VideoPrediction:
+    """
+    A video's verdict. `scores` averages the clips' class probabilities and `label` is their argmax, so one clip
+    gives exactly the model card's prediction; `clips` are in time order.
+    """
+
+    path: str
+    label: str
+    scores: dict[str, float]
+    fake_probability: float
+    max_fake_probability: float
+    most_suspicious_clip: int
+    duration: float | None
+    clips: list[ClipScore]
+
+    def to_dict(self) -> dict:
+        suspicious = self.clips[self.most_suspicious_clip]
+        return {
+            "path": self.path,
+            "label": self.label,
+            "fake_probability": self.fake_probability,
+            "max_fake_probability": self.max_fake_probability,
+            "most_suspicious": {"start": suspicious.start, "end": suspicious.end, "clip": self.most_suspicious_clip},
+            "scores": self.scores,
+            "duration": self.duration,
+            "clips": [
+                {
+                    "start": clip.start,
+                    "end": clip.end,
+                    "fake_probability": clip.scores[FAKE_LABEL],
+                    "timestamps": clip.timestamps,
+                }
+                for clip in self.clips
+            ],
+        }
+
+
+@dataclass
+class VideoError:
+    """A video that could not be scored, and why in one line (a VideoDecodeError's `reason`, without the path)."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "error": self.reason}
+
+
+@dataclass
+class _PreparedVideo:
+    path: str
+    pixel_values: torch.Tensor  # (num_clips, num_frames, 3, size, size)
+    timestamps: np.ndarray  # (num_clips, num_frames) seconds, NaN where the file does not time its frames
+    duration: float | None
+
+
+def clip_frame_indices(total_frames: int, num_frames: int, num_clips: int, sample_frame_indices) -> np.ndarray:
+    """
+    (num_clips, num_frames) frame indices: the video is cut into `num_clips` equal consecutive segments and each clip
+    samples its segment evenly, so the clips tile the whole video and one clip is the model card's sampling.
+    """
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be at least 1, got {num_clips}.")
+    bounds = np.linspace(0, total_frames, num_clips + 1).round().astype(np.int64)
+    starts = np.minimum(bounds[:-1], total_frames - 1)
+    lengths = np.maximum(bounds[1:] - starts, 1)
+    return np.stack([start + sample_frame_indices(length, num_frames) for start, length in zip(starts, lengths)])
+
+
+def _seconds(value) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def _prefetch(pool: ThreadPoolExecutor, function, items: Iterable, depth: int) -> Iterator:
+    """`map(function, items)` in order, with up to `depth` calls running ahead in `pool`."""
+    items = iter(items)
+    running = deque(pool.submit(function, item) for item in itertools.islice(items, depth))
+    while running:
+        result = running.popleft().result()
+        running.extend(pool.submit(function, item) for item in itertools.islice(items, 1))
+        yield result
+
+
+class VideoScorer:
+    """
+    Predicts videos with a loaded detector and its processor.
+
+    Worker threads decode (PyAV releases the GIL) and preprocess the next videos while the model runs; clips of
+    consecutive videos share forward passes of up to `batch_size` clips. Peak host memory grows with
+    `num_workers` x clips per video x frames per clip x the videos' resolution, since a video's frames are decoded
+    in one pass.
+    """
+
+    def __init__(self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
+        self.model = model.eval().to(device)
+        self.processor = processor
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        # processing_dfd, as loaded along with the processor: its decoder is the one the processor uses.
+        self.decoding = sys.modules[type(processor).__module__]
+        self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+        if FAKE_LABEL not in self.labels:
+            raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
+
+    def probe(self, path):
+        """The processor's `probe_video`: frame count, fps and duration without decoding (VideoDecodeError if bad)."""
+        return self.decoding.probe_video(path)
+
+    def predict(self, videos: Iterable[str], num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:
+        """A `VideoPrediction` or a `VideoError` for every video path, in order. A bad video never stops the rest."""
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
+            waiting, waiting_clips = [], 0
+            for prepared in _prefetch(pool, lambda path: self._prepare(path, num_clips), videos, 2 * self.num_workers):
+                waiting.append(prepared)
+                waiting_clips += len(prepared.pixel_values) if isinstance(prepared, _PreparedVideo) else 0
+                if waiting_clips >= self.batch_size:
+                    yield from self._score(waiting)
+                    waiting, waiting_clips = [], 0
+            yield from self._score(waiting)
+
+    def _prepare(self, path: str, num_clips: int) -> _PreparedVideo | VideoError:
+        """Decode every clip's frames in one pass over the file, then resize and normalise them with the processor."""
+        try:
+            info = self.decoding.probe_video(path)
+            num_frames = self.processor.num_frames
+            indices = clip_frame_indices(info.total_frames, num_frames, num_clips, self.decoding.sample_frame_indices)
+            decoded = self.decoding.read_video(path, indices=indices.reshape(-1))
+            clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))
+            pixel_values = self.processor(clips, do_sample_frames=False, return_tensors="pt")["pixel_values"]
+        except (ValueError, OSError) as error:  # VideoDecodeError is a ValueError with the bare reason in `.reason`
+            return VideoError(str(path), " ".join(str(getattr(error, "reason", error)).split()))
+        timestamps = decoded.timestamps.reshape(num_clips, num_frames)
+        return _PreparedVideo(str(path), pixel_values, timestamps, info.duration)
+
+    @torch.inference_mode()
+    def _score(self, prepared: list[_PreparedVideo | VideoError]) -> Iterator[VideoPrediction | VideoError]:
+        videos = [video for video in prepared if isinstance(video, _PreparedVideo)]
+        probabilities = iter(())
+        if videos:
+            pixel_values = torch.cat([video.pixel_values for video in videos])
+            mixed_precision = self.dtype != torch.float32
+            batches = []
+            with torch.autocast(self.device.type, dtype=self.dtype) if mixed_precision else nullcontext():
+                for batch in pixel_values.split(self.batch_size):
+                    logits = self.model(pixel_values=batch.to(self.device)).logits
+                    batches.append(logits.float().softmax(-1).cpu())
+            probabilities = iter(torch.cat(batches).split([len(video.pixel_values) for video in videos]))
+        for video in prepared:
+            yield video if isinstance(video, VideoError) else self._summarise(video, next(probabilities))
+
+    def _summarise(self, video: _PreparedVideo, probabilities: torch.Tensor) -> VideoPrediction:
+        mean = probabilities.mean(dim=0)
+        fake = probabilities[:, self.labels.index(FAKE_LABEL)]
+        clips = []
+        for clip, clip_probabilities in enumerate(probabilities.tolist()):
+            times = [_seconds(time) for time in video.timestamps[clip].tolist()]
+            clips.append(ClipScore(times[0], times[-1], times, dict(zip(self.labels, clip_probabilities))))
+        return VideoPrediction(
+            path=video.path,
+            label=self.labels[int(mean.argmax())],
+            scores=dict(zip(self.labels, mean.tolist())),
+            fake_probability=float(fake.mean()),
+            max_fake_probability=float(fake.max()),
+            most_suspicious_clip=int(fake.argmax()),
+            duration=_seconds(video.duration),
+            clips=clips,
+        )

@@ -1,0 +1,321 @@
+"""The `dfd` command, run as a real subprocess on real mp4 files with a tiny exported detector."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub.utils import logging as hub_logging
+from safetensors.torch import load_file
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+from transformers.utils import logging as transformers_logging
+
+from conftest import numbered_frames, write_video
+from dfd.cli import main
+from dfd.modeling_dfd import resize_position_embeddings
+
+
+FPS = 25
+SHORT_FRAMES, LONG_FRAMES = 40, 90  # 1.6 s and 3.6 s at 25 fps
+
+
+def dfd(*args):
+    command = [sys.executable, "-m", "dfd.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def in_folder(folder, *names) -> list[str]:
+    return [str(folder / name) for name in names]
+
+
+def clip_vision_weights(clip_dir) -> dict:
+    """A saved CLIPVisionModel's tensors, named as inside `vision_model` (files may or may not carry that prefix)."""
+    weights = load_file(clip_dir / "model.safetensors")
+    return {name.removeprefix("vision_model."): tensor for name, tensor in weights.items()}
+
+
+def error_lines(stderr: str) -> list[str]:
+    """`error: ...` lines; the progress bar shares stderr, on lines of its own."""
+    return [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip().startswith("error:")]
+
+
+@pytest.fixture
+def run_dfd(capsys):
+    """`dfd ...` in this process (for commands whose subprocess start would dominate): (exit status, out, err)."""
+    verbosities = transformers_logging.get_verbosity(), hub_logging.get_verbosity()
+
+    def run(*args):
+        status = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    yield run
+    # main() quiets transformers and huggingface_hub unless --debug.
+    transformers_logging.set_verbosity(verbosities[0])
+    hub_logging.set_verbosity(verbosities[1])
+    transformers_logging.enable_progress_bar()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """A folder with a short and a long clip (one nested), a truncated mp4 and a non-video file."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "sub").mkdir()
+    write_video(root / "short.mp4", numbered_frames(SHORT_FRAMES), fps=FPS)
+    write_video(root / "sub" / "long.mp4", numbered_frames(LONG_FRAMES, 48, 80), fps=FPS)
+    whole = write_video(root / "whole.mp4", numbered_frames(30), fps=FPS).read_bytes()
+    (root / "whole.mp4").unlink()
+    (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (root / "notes.txt").write_text("not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_probabilities(tiny_detector_dir, videos):
+    """Fake probabilities of the model card's sampling (12 frames over the whole video), by processor + model."""
+    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
+    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+    paths = [videos / "short.mp4", videos / "sub" / "long.mp4"]
+    with torch.no_grad():
+        probabilities = model(**processor([str(path) for path in paths], return_tensors="pt")).logits.softmax(-1)
+    return {str(path): probabilities[index, 1].item() for index, path in enumerate(paths)}
+
+
+def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, reference_probabilities):
+    paths = in_folder(videos, "short.mp4", "sub/long.mp4")
+    result = dfd("predict", *paths, "--model", tiny_detector_dir, "--format", "csv", "--device", "cpu")  # fp32
+    assert result.returncode == 0, result.stderr
+    assert error_lines(result.stderr) == []
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["path"] for row in rows] == list(reference_probabilities)
+    for row in rows:
+        assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
+        assert row["label"] == ("fake" if float(row["fake_probability"]) > 0.5 else "real")
+        assert row["error"] == "" and row["num_clips"] == "1"
+        timestamps = [float(value) for value in row["timestamps"].split()]
+        total = SHORT_FRAMES if "short" in row["path"] else LONG_FRAMES
+        # Frame i is shown at i / fps: the card's np.linspace(0, total - 1, 12) frames.
+        expected = np.linspace(0, total - 1, 12).astype(int) / FPS
+        np.testing.assert_allclose(timestamps, expected, atol=1e-6)
+        assert float(row["duration"]) == pytest.approx(total / FPS)
+
+
+def test_predict_table_reports_bad_inputs_on_their_own_line_and_exits_1(tiny_detector_dir, videos):
+    result = dfd(
+        "predict",
+        videos / "short.mp4",
+        videos / "sub" / "*.mp4",  # a glob
+        videos / "missing.mp4",
+        videos / "truncated.mp4",
+        "--model",
+        tiny_detector_dir,
+    )
+    assert result.returncode == 1
+    missing, truncated = error_lines(result.stderr)
+    assert missing == f"error: {videos / 'missing.mp4'}: file not found"
+    assert truncated.startswith(f"error: {videos / 'truncated.mp4'}: ")
+    assert "Traceback" not in result.stderr
+    header, *rows = [line.split() for line in result.stdout.splitlines()]
+    assert header == ["video", "label", "fake_prob", "frames"]
+    assert [row[0] for row in rows] == in_folder(videos, "short.mp4", "sub/long.mp4", "missing.mp4", "truncated.mp4")
+    assert all(row[1] in ("real", "fake") for row in rows[:2])
+    assert 0 <= float(rows[0][2]) <= 1 and rows[0][3:] == ["12", "@", "0.00-1.56s"]
+    assert [row[1] for row in rows[2:]] == ["error", "error"]
+
+
+def test_predict_folder_with_clips_json_and_plots(tiny_detector_dir, videos, tmp_path):
+    output, plots = tmp_path / "results" / "predictions.json", tmp_path / "plots"
+    result = dfd("predict", videos, "--model", tiny_detector_dir, "--clips", "3", "--batch-size", "2",
+                 "--output", output, "--plot", plots)  # fmt: skip
+    assert result.returncode == 1  # the truncated mp4
+    assert result.stdout == ""
+    assert [line.split(":")[0] for line in error_lines(result.stderr)] == ["error"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["predictions.json"]  # no temporary file left over
+
+    records = json.loads(output.read_text())  # the format follows the .json extension
+    assert [record["path"] for record in records] == in_folder(videos, "short.mp4", "sub/long.mp4", "truncated.mp4")
+    assert set(records[2]) == {"path", "error"}
+    for record, total in zip(records, (SHORT_FRAMES, LONG_FRAMES)):
+        duration = total / FPS
+        assert record["duration"] == pytest.approx(duration)
+        clips = record["clips"]
+        assert len(clips) == 3
+        # The clips tile the video in time order: each spans its 12 frames, from the first frame to the last.
+        assert clips[0]["start"] == 0.0 and clips[-1]["end"] == pytest.approx((total - 1) / FPS)
+        for clip, following in zip(clips, clips[1:]):
+            assert clip["end"] < following["start"] <= clip["end"] + 1.5 / FPS
+        for clip in clips:
+            assert len(clip["timestamps"]) == 12 and clip["timestamps"] == sorted(clip["timestamps"])
+            assert (clip["start"], clip["end"]) == (clip["timestamps"][0], clip["timestamps"][-1])
+            assert 0 <= clip["start"] < clip["end"] <= duration
+        fake = [clip["fake_probability"] for clip in clips]
+        assert record["fake_probability"] == pytest.approx(np.mean(fake), abs=1e-6)
+        assert record["max_fake_probability"] == pytest.approx(max(fake))
+        worst = int(np.argmax(fake))
+        assert record["most_suspicious"] == {"start": clips[worst]["start"], "end": clips[worst]["end"], "clip": worst}
+        assert record["scores"]["fake"] == pytest.approx(record["fake_probability"])
+
+    assert sorted(p.name for p in plots.iterdir()) == ["long.png", "short.png"]
+    for png in plots.iterdir():
+        content = png.read_bytes()
+        assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 1000
+
+
+def test_usage_errors_exit_2(tiny_detector_dir, videos):
+    for args in (["predict"], ["predict", videos / "short.mp4", "--clips", "0"], ["convert", "x.pt"]):
+        result = dfd(*args)
+        assert result.returncode == 2, args
+        assert "usage: dfd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_on_every_command(capsys):
+    result = dfd("--help")
+    assert result.returncode == 0 and all(command in result.stdout for command in ("predict", "init", "convert"))
+    for command in ("predict", "init", "convert"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: dfd {command}" in capsys.readouterr().out
+
+
+def test_predict_splits_videos_between_processes_and_merges_them(
+    tiny_detector_dir, videos, tmp_path, reference_probabilities
+):
+    """What `accelerate launch` does on GPUs, here as two CPU processes (gloo) started by torchrun."""
+    output = tmp_path / "merged.csv"
+    paths = in_folder(videos, "short.mp4", "truncated.mp4", "sub/long.mp4")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dfd.cli", "predict"]
+    result = subprocess.run(
+        [*launch, *paths, "--model", str(tiny_detector_dir), "--output", str(output), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0  # the truncated mp4 fails in one of the processes
+    assert output.exists(), result.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(output.read_text())))  # the format follows the .csv extension
+    assert [row["path"] for row in rows] == paths
+    assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
+    for row in (rows[0], rows[2]):
+        assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
+
+
+def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
+    output = tmp_path / "dfd-init"
+    overrides = '{"image_size": 48, "adapter_bottleneck": 8}'
+    status, out, _ = run_dfd("init", "--clip", tiny_clip_dir, "--output", output, "--config-overrides", overrides)
+    assert status == 0 and str(output) in out
+
+    model = AutoModelForVideoClassification.from_pretrained(output, trust_remote_code=True)
+    processor = AutoVideoProcessor.from_pretrained(output, trust_remote_code=True)
+    assert (model.config.image_size, model.config.adapter_bottleneck) == (48, 8)
+    assert processor.size.height == 48 and processor.num_frames == model.config.num_frames
+    clip = clip_vision_weights(tiny_clip_dir)
+    state = model.state_dict()
+    torch.testing.assert_close(state["dfd.encoder.layers.1.mlp.fc1.weight"], clip["encoder.layers.1.mlp.fc1.weight"])
+    grid = 48 // model.config.vision_config.patch_size
+    torch.testing.assert_close(
+        state["dfd.embeddings.position_embedding.weight"],
+        resize_position_embeddings(clip["embeddings.position_embedding.weight"], grid),
+    )
+    assert all(not state[name].any() for name in state if ".adapter.up_proj." in name)  # adapters at identity
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trainable and all(".adapter." in name or name.startswith("classifier.") for name in trainable)
+
+    status, _, err = run_dfd("init", "--clip", tiny_clip_dir, "--output", output)
+    assert (status, err) == (1, f"error: {output}: already exists (pass --overwrite to replace it)\n")
+    misspelt = ["--config-overrides", '{"image_sise": 48}']
+    status, _, err = run_dfd("init", "--clip", tiny_clip_dir, "--output", tmp_path / "b", *misspelt)
+    assert (status, err) == (2, "error: --config-overrides: unknown DFDConfig arguments ['image_sise']\n")
+
+
+def test_convert_a_bare_clip_state_dict(tiny_detector_dir, tiny_clip_dir, tmp_path, run_dfd):
+    """The card's DeepfakeDetector layout: a CLIPModel under `clip.` (text tower included) and a 2-layer head."""
+    clip = clip_vision_weights(tiny_clip_dir)
+    legacy = {f"clip.vision_model.{name}": tensor for name, tensor in clip.items()}
+    legacy["clip.text_model.embeddings.token_embedding.weight"] = torch.zeros(10, 32)
+    legacy["clip.logit_scale"] = torch.tensor(2.6592)
+    legacy["classifier.0.weight"] = torch.zeros(1024, 32)
+    torch.save(legacy, tmp_path / "best_model.pt")
+
+    output = tmp_path / "converted"
+    status, out, _ = run_dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", tiny_detector_dir)
+    assert status == 0
+    assert f"used {len(clip)} tensors, ignored 3, missing" in out
+
+    model = AutoModelForVideoClassification.from_pretrained(output, trust_remote_code=True)
+    state = model.state_dict()
+    grid = model.config.image_size // model.config.vision_config.patch_size
+    for name, tensor in clip.items():
+        if name == "embeddings.position_embedding.weight":  # CLIP's 4x4 patch grid, resized to the detector's 6x6
+            tensor = resize_position_embeddings(tensor, grid)
+        torch.testing.assert_close(state[f"dfd.{name}"], tensor)
+    assert all(not state[name].any() for name in state if ".adapter.up_proj." in name)
+
+
+def test_convert_a_model_state_dict_checkpoint_round_trips(tiny_detector_dir, tmp_path, run_dfd):
+    """A DDP-trained detector saved as {'model_state_dict': ...} (module. prefix): every weight, adapters included."""
+    original = load_file(tiny_detector_dir / "model.safetensors")
+    checkpoint = {
+        "epoch": 11,
+        "best_val_acc": 0.8488,
+        "model_state_dict": {f"module.{name}": tensor for name, tensor in original.items()},
+        "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 5e-6}]},
+    }
+    torch.save(checkpoint, tmp_path / "best_model.pt")
+    output = tmp_path / "converted"
+    config = tiny_detector_dir / "config.json"
+    status, out, _ = run_dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", config)
+    assert status == 0
+    assert f"used {len(original)} tensors, ignored 0, missing 0" in out
+    converted = load_file(output / "model.safetensors")
+    assert converted.keys() == original.keys()
+    for name in original:
+        torch.testing.assert_close(converted[name], original[name])
+
+
+def test_convert_a_trainable_only_checkpoint_takes_the_backbone_from_clip(
+    tiny_detector_dir, tiny_clip_dir, tmp_path, run_dfd
+):
+    """Only adapters and head were saved: the backbone must come from --clip, never stay random."""
+    original = load_file(tiny_detector_dir / "model.safetensors")
+    trainable = {
+        name: tensor for name, tensor in original.items() if ".adapter." in name or name.startswith("classifier.")
+    }
+    checkpoint = tmp_path / "best_model.pt"
+    torch.save({"model_state_dict": trainable}, checkpoint)
+
+    status, _, err = run_dfd("convert", checkpoint, "--output", tmp_path / "a", "--config", tiny_detector_dir)
+    assert status == 1 and "backbone weights are missing" in err and "pass --clip" in err
+    assert not (tmp_path / "a").exists()
+
+    overrides = '{"image_size": 48, "adapter_bottleneck": 8}'
+    status, out, _ = run_dfd(
+        "convert", checkpoint, "--output", tmp_path / "b", "--clip", tiny_clip_dir, "--config-overrides", overrides
+    )
+    assert status == 0 and f"used {len(trainable)} tensors, ignored 0, missing {len(original) - len(trainable)}" in out
+    converted = load_file(tmp_path / "b" / "model.safetensors")
+    for name in original:  # save_tiny_detector also started from this CLIP, so every weight matches
+        torch.testing.assert_close(converted[name], original[name])
+
+
+class NotATensor:
+    """Pickling this needs its class, i.e. code: weights_only loading must refuse the file."""
+
+    def __init__(self):
+        self.weights = torch.zeros(3)
+
+
+def test_convert_refuses_a_checkpoint_that_needs_code(tiny_detector_dir, tmp_path):
+    torch.save({"model_state_dict": NotATensor()}, tmp_path / "best_model.pt")
+    output = tmp_path / "converted"
+    result = dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", tiny_detector_dir)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'best_model.pt'}: refused: unpickling it would run code (")
+    assert "NotATensor" in line
+    assert not output.exists()

@@ -1,0 +1,143 @@
+"""handler.py as Inference Endpoints runs it: imported from a model folder on sys.path, our package not installed."""
+
+import base64
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+from conftest import REPO_ROOT, numbered_frames, write_video
+
+
+# Runs in the endpoint's folder. `dfd` is installed in this venv (editable): hide it, as on a real endpoint.
+ENDPOINT = """
+import importlib.abc, json, sys
+
+class NoDfdPackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "dfd" or name.startswith("dfd."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoDfdPackage())
+sys.path.insert(0, sys.argv[1])
+from handler import EndpointHandler
+
+handler = EndpointHandler(sys.argv[1])
+for request in json.load(sys.stdin):
+    try:
+        response = handler(request)
+    except ValueError as error:
+        response = {"error": str(error)}
+    print(json.dumps(response), flush=True)
+assert not any(name == "dfd" or name.startswith("dfd.") for name in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def endpoint_dir(tiny_detector_dir, tmp_path_factory):
+    """A model repo as the endpoint downloads it: the exported detector plus handler.py and the module it imports."""
+    folder = tmp_path_factory.mktemp("endpoint") / "repository"
+    shutil.copytree(tiny_detector_dir, folder)
+    for name in ("handler.py", "inference.py"):
+        shutil.copy(REPO_ROOT / name, folder / name)
+    return folder
+
+
+class QuietRequestHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the endpoint hangs up on purpose when a download exceeds its size limit
+
+
+@pytest.fixture(scope="module")
+def served_videos(tmp_path_factory):
+    """Videos in a folder served over HTTP on localhost: a short one, a long one and a large one."""
+    folder = tmp_path_factory.mktemp("served")
+    write_video(folder / "short.mp4", numbered_frames(40), fps=25)  # 1.6 s, a few KB
+    write_video(folder / "long.mp4", numbered_frames(100, 32, 32), fps=10)  # 10 s, a few KB
+    noise = np.random.default_rng(0).integers(0, 256, (20, 64, 64, 3), dtype=np.uint8)
+    write_video(folder / "large.mp4", noise, fps=25)  # lossless noise: hundreds of KB
+    handler = functools.partial(QuietRequestHandler, directory=str(folder))
+    server = QuietServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def encode(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
+    endpoint_dir, served_videos, tiny_detector_dir
+):
+    folder, url = served_videos
+    short, long, large = folder / "short.mp4", folder / "long.mp4", folder / "large.mp4"
+    assert large.stat().st_size > 10 * max(short.stat().st_size, long.stat().st_size)
+    max_bytes = large.stat().st_size // 2
+    requests = [
+        {"inputs": encode(short)},
+        {"inputs": encode(short), "parameters": {"clips": 2, "top_k": 1}},
+        {"inputs": f"{url}/short.mp4"},
+        {"inputs": str(short)},
+        {"inputs": encode(large)},
+        {"inputs": f"{url}/large.mp4"},
+        {"inputs": encode(long)},
+        {"inputs": "this is not base64!"},
+        {"inputs": base64.b64encode(b"\x00" * 2000).decode()},
+        {"inputs": encode(short), "parameters": {"clips": 4}},
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", ENDPOINT, str(endpoint_dir)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        cwd=endpoint_dir,
+        env={
+            **os.environ,
+            "DFD_MAX_INPUT_BYTES": str(max_bytes),
+            "DFD_MAX_DURATION_SECONDS": "5",
+            "DFD_MAX_CLIPS": "3",
+            "CUDA_VISIBLE_DEVICES": "",  # fp32 on the CPU, to compare with the reference below
+        },
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    responses = [json.loads(line) for line in result.stdout.splitlines()]
+    plain, with_clips, by_url, by_path, too_large, too_large_url, too_long, not_base64, not_video, many = responses
+
+    # Same numbers as processor + model in this process, sorted by score.
+    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
+    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+    with torch.no_grad():
+        probabilities = model(**processor(str(short), return_tensors="pt")).logits.softmax(-1)[0].tolist()
+    expected = sorted(zip(model.config.id2label.values(), probabilities), key=lambda item: item[1], reverse=True)
+    assert [entry["label"] for entry in plain] == [label for label, _ in expected]
+    assert [entry["score"] for entry in plain] == pytest.approx([score for _, score in expected], abs=1e-5)
+    assert by_url == plain and by_path == plain  # the same bytes, however they arrive
+
+    (top,) = with_clips
+    assert set(top) == {"label", "score", "clips"}
+    assert [(clip["start"], clip["end"]) for clip in top["clips"]] == [(0.0, 0.76), (0.8, 1.56)]
+    assert top["score"] == pytest.approx(np.mean([clip["score"] for clip in top["clips"]]), abs=1e-6)
+
+    for refused in (too_large, too_large_url):  # base64 is refused on its length, before decoding
+        assert refused["error"].startswith("the video is ")
+        assert refused["error"].endswith(f" bytes, above the {max_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)")
+    assert too_long == {"error": "the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"}
+    assert "neither an http(s) URL, an existing file, nor base64" in not_base64["error"]
+    assert not_video["error"].startswith("cannot read the video: ")
+    assert many == {"error": "'clips' is 4, above the limit of 3 (DFD_MAX_CLIPS)"}
