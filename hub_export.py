@@ -16,6 +16,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's private 0700 would carry over to the published folder
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)

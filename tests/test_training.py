@@ -1,0 +1,381 @@
+"""
+train_accelerate.py end to end, run as users run it (a subprocess from the repo root) on real mp4 files and a tiny
+CLIP, plus its data helpers (frame cache, augmentation, tables) in process.
+
+The learnable task: real clips are bright, fake clips are dark. Runs share one frame cache, so only the first decodes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+
+from conftest import REPO_ROOT, write_video
+from dfd.processing_dfd import DFDVideoProcessor
+from dfd.training_data import FrameCache, augment_clips, load_hub_video_tables, load_video_tables, normalize_clips
+
+
+TINY_CONFIG = '{"image_size": 48, "adapter_bottleneck": 8, "num_frames": 4}'
+BRIGHTNESS = {"real": 170, "fake": 70}
+
+
+def clip_frames(label, seed, num_frames=8, size=40):
+    rng = np.random.default_rng(seed)
+    return np.clip(BRIGHTNESS[label] + rng.normal(0, 20, (num_frames, size, size, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """train/{real,fake}: 6 + 6 mp4 clips, one more real clip as a frame folder and a corrupt file; val: 3 + 3."""
+    root = tmp_path_factory.mktemp("videos")
+    seed = 0
+    for split, count in (("train", 6), ("val", 3)):
+        for label in ("real", "fake"):
+            (root / split / label).mkdir(parents=True)
+            for index in range(count):
+                seed += 1
+                write_video(root / split / label / f"{label}_{index}.mp4", clip_frames(label, seed))
+    frame_folder = root / "train" / "real" / "frames_clip"
+    frame_folder.mkdir()
+    for index, frame in enumerate(clip_frames("real", 99)):
+        PIL.Image.fromarray(frame).save(frame_folder / f"frame_{index:03d}.png")
+    (root / "train" / "fake" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but not really a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("frame_cache")
+
+
+@pytest.fixture(scope="module")
+def train_args(data, cache_dir, tiny_clip_dir):
+    """A few-step recipe on the tiny model: 4 epochs of 4 steps, a checkpoint every 2 steps."""
+    return [
+        "--train_dir", data / "train",
+        "--validation_dir", data / "val",
+        "--init_from", tiny_clip_dir,
+        "--config_overrides", TINY_CONFIG,
+        "--cache_dir", cache_dir,
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4",
+        "--gradient_accumulation_steps", "1",
+        "--learning_rate", "3e-3",
+        "--num_train_epochs", "4",
+        "--checkpointing_steps", "2",
+        "--checkpoints_total_limit", "2",
+        "--preprocessing_num_workers", "2",
+    ]  # fmt: skip
+
+
+def script_command(*args, launcher=(sys.executable,)):
+    return [*launcher, "train_accelerate.py", *map(str, args)]
+
+
+def run_script(*args, launcher=(sys.executable,), env=None, check=True):
+    result = subprocess.run(
+        script_command(*args, launcher=launcher), cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def eval_metrics(output_dir):
+    return {k: v for k, v in json.loads((output_dir / "metrics.json").read_text()).items() if k.startswith("eval_")}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, train_args):
+    """One uninterrupted training run, shared by the assertions below (and the reference for the resume test)."""
+    output_dir = tmp_path_factory.mktemp("run") / "out"
+    result = run_script(*train_args, "--output_dir", output_dir)
+    return output_dir, result
+
+
+def test_run_trains_evaluates_checkpoints_and_exports(trained, data):
+    output_dir, result = trained
+    for name in ("config.json", "model.safetensors", "video_preprocessor_config.json", "README.md", "modeling_dfd.py"):
+        assert (output_dir / "model" / name).is_file(), name
+    assert (output_dir / "roc_curve.png").read_bytes().startswith(b"\x89PNG")
+    assert list((output_dir / "runs").rglob("events.out.tfevents*")), "no tensorboard log"
+
+    log = read_jsonl(output_dir / "log.jsonl")
+    assert [entry["epoch"] for entry in log] == [1, 2, 3, 4]
+    assert [entry["step"] for entry in log] == [4, 8, 12, 16]
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["data"] == {"train": {"real": 7, "fake": 6}, "validation": {"real": 3, "fake": 3}}
+    assert metrics["eval_samples"] == 6 and metrics["global_step"] == 16
+    best = max(log, key=lambda entry: entry["eval_roc_auc"])  # the first epoch reaching the best ROC AUC
+    assert metrics["best_epoch"] == best["epoch"] and metrics["best_checkpoint"] == f"checkpoint-{best['step']}"
+    # The exported weights are the best checkpoint's: evaluating them again gives that epoch's numbers.
+    assert metrics["eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
+
+    # The newest 2 checkpoints plus the best one; nothing half-written is left behind.
+    checkpoints = sorted(path.name for path in (output_dir / "checkpoints").iterdir())
+    assert checkpoints == sorted({"checkpoint-14", "checkpoint-16", metrics["best_checkpoint"]})
+    for checkpoint in checkpoints:
+        with safe_open(output_dir / "checkpoints" / checkpoint / "model.safetensors", framework="pt") as weights:
+            assert all(".adapter." in name or name.startswith("classifier.") for name in weights.keys())
+    assert not list(output_dir.rglob(".tmp-*"))
+
+    # The corrupt file: one warning naming it, counted in the summary, and the run went on.
+    warnings = [line for line in result.stderr.splitlines() if "Skipping unreadable video" in line]
+    assert len(warnings) == 1 and str(data / "train" / "fake" / "corrupt.mp4") in warnings[0]
+    assert metrics["skipped_videos"] == 1
+    assert "1 unreadable video(s) skipped" in result.stderr
+
+
+def test_loss_falls_on_learnable_task(trained):
+    output_dir, _ = trained
+    log = read_jsonl(output_dir / "log.jsonl")
+    assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.1, [entry["train_loss"] for entry in log]
+    assert log[-1]["eval_loss"] < log[0]["eval_loss"]
+    assert log[-1]["eval_roc_auc"] == 1.0
+
+
+def test_model_card(trained):
+    output_dir, _ = trained
+    readme = (output_dir / "model" / "README.md").read_text()
+    _, front_matter, body = readme.split("---\n", 2)
+    card = yaml.safe_load(front_matter)
+    assert card["license"] == "apache-2.0"
+    assert card["library_name"] == "transformers"
+    assert card["pipeline_tag"] == "video-classification"
+    assert "deepfake-detection" in card["tags"]
+    results = {m["type"]: m["value"] for m in card["model-index"][0]["results"][0]["metrics"]}
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert results["roc_auc"] == round(metrics["eval_roc_auc"], 4)
+    assert results["recall_real"] == round(metrics["eval_recall_real"], 4)
+    assert "| train | 7 | 6 | 13 |" in body and "| validation | 3 | 3 | 6 |" in body
+    assert f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}" in body
+    assert "Unreadable videos skipped: 1" in body
+
+
+def test_export_loads_with_auto_classes_in_fresh_process(trained, data):
+    """The Hub path (trust_remote_code, the processor on raw files) reproduces the training run's validation scores,
+    so the cached, normalised-on-the-fly frames the model trained on are exactly what inference feeds it."""
+    output_dir, _ = trained
+    videos = sorted(str(path) for path in (data / "val").rglob("*.mp4"))
+    code = f"""
+import json, torch
+from sklearn.metrics import roc_auc_score
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+model = AutoModelForVideoClassification.from_pretrained({str(output_dir / "model")!r}, trust_remote_code=True).eval()
+processor = AutoVideoProcessor.from_pretrained({str(output_dir / "model")!r}, trust_remote_code=True)
+videos = {videos!r}
+labels = torch.tensor([int("/fake/" in video) for video in videos])
+with torch.no_grad():
+    logits = model(**processor(videos=videos, return_tensors="pt")).logits
+print(json.dumps({{
+    "dtype": str(next(model.parameters()).dtype),
+    "roc_auc": roc_auc_score(labels, logits.softmax(-1)[:, 1]),
+    "loss": torch.nn.functional.cross_entropy(logits, labels).item(),
+}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-4000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    metrics = eval_metrics(output_dir)
+    assert loaded["dtype"] == "torch.float32"
+    assert loaded["roc_auc"] == metrics["eval_roc_auc"]
+    assert loaded["loss"] == pytest.approx(metrics["eval_loss"], abs=1e-5)
+
+
+def test_do_eval_reproduces_validation_metrics(trained, data, cache_dir, tmp_path):
+    output_dir, _ = trained
+    run_script(
+        "--do_eval",
+        "--model_path", output_dir / "model",
+        "--eval_dir", data / "val",
+        "--cache_dir", cache_dir,
+        "--output_dir", tmp_path / "eval",
+    )  # fmt: skip
+    evaluated = eval_metrics(tmp_path / "eval")
+    for name, value in eval_metrics(output_dir).items():
+        assert evaluated[name] == pytest.approx(value, abs=1e-6), name
+    assert (tmp_path / "eval" / "roc_curve.png").is_file()
+
+
+def test_sigkill_then_resume_reaches_the_same_result(trained, train_args, tmp_path):
+    """Killed (SIGKILL) right after its first checkpoint and resumed from `latest`, a run ends exactly where the
+    uninterrupted one did: same data order, augmentation, dropout and optimizer state from the checkpoint."""
+    reference_dir, _ = trained
+    output_dir = tmp_path / "out"
+    checkpoints = output_dir / "checkpoints"
+    process = subprocess.Popen(
+        script_command(*train_args, "--output_dir", output_dir),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        while not list(checkpoints.glob("checkpoint-*")) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (output_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    # A checkpoint cut short (no trainer_state.json) must never be picked up as the latest.
+    (checkpoints / "checkpoint-999").mkdir()
+    (checkpoints / "checkpoint-999" / "optimizer.bin").write_bytes(b"half written")
+
+    # Without --resume_from_checkpoint, the earlier run's checkpoints are not silently mixed with a new run's.
+    refused = run_script(*train_args, "--output_dir", output_dir, check=False)
+    assert refused.returncode != 0 and "--resume_from_checkpoint latest" in refused.stderr.splitlines()[-1]
+
+    result = run_script(*train_args, "--output_dir", output_dir, "--resume_from_checkpoint", "latest")
+    resumed_from = [line for line in result.stderr.splitlines() if "Resumed from" in line]
+    assert len(resumed_from) == 1 and "checkpoint-999" not in resumed_from[0]
+    assert eval_metrics(output_dir) == eval_metrics(reference_dir)
+    assert read_jsonl(output_dir / "log.jsonl") == read_jsonl(reference_dir / "log.jsonl")
+
+
+@pytest.fixture(scope="module")
+def bf16_run_with_failed_push(tmp_path_factory, train_args):
+    """One bf16 step on CPU, then a push that fails (HF_HUB_OFFLINE=1, set by conftest)."""
+    output_dir = tmp_path_factory.mktemp("bf16") / "out"
+    result = run_script(
+        *train_args,
+        "--output_dir", output_dir,
+        "--max_train_steps", "1",
+        "--mixed_precision", "bf16",
+        "--gradient_checkpointing",
+        "--push_to_hub",
+        "--hub_model_id", "dfd-tests/never-uploaded",
+        check=False,
+    )  # fmt: skip
+    return output_dir, result
+
+
+def test_bf16_step_runs_on_cpu(bf16_run_with_failed_push):
+    output_dir, result = bf16_run_with_failed_push
+    assert "precision bf16" in result.stderr
+    assert read_jsonl(output_dir / "log.jsonl")[0]["step"] == 1
+    with safe_open(output_dir / "model" / "model.safetensors", framework="pt") as weights:
+        assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}  # exported in fp32
+
+
+def test_failed_push_keeps_the_export_and_says_how_to_retry(bf16_run_with_failed_push):
+    output_dir, result = bf16_run_with_failed_push
+    assert result.returncode != 0
+    assert "Upload to the Hub failed" in result.stderr
+    assert f"hf upload dfd-tests/never-uploaded {output_dir / 'model'} ." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {path.name for path in (output_dir / "model").iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+    }
+    assert (output_dir / "metrics.json").is_file()
+
+
+def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
+    # `accelerate launch --cpu` starts a single process unless MPI is set up; a torchrun launch (--multi_gpu) with
+    # ACCELERATE_USE_CPU gives real multi-process CPU training over gloo.
+    output_dir = tmp_path / "out"
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")
+    launcher += ("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
+    result = run_script(
+        *train_args, "--output_dir", output_dir, "--num_train_epochs", "1", "--report_to", "none",
+        launcher=launcher,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert "(2 processes" in result.stderr
+    assert result.stderr.count("Exported to") == 1
+    assert len(read_jsonl(output_dir / "log.jsonl")) == 1
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["eval_samples"] == 6  # 6 = 4 + 2: no padding duplicates
+    assert (output_dir / "model" / "model.safetensors").is_file()
+    written = {path.name for path in output_dir.iterdir()}
+    assert written == {"checkpoints", "log.jsonl", "metrics.json", "model", "roc_curve.png"}
+    assert (output_dir / "checkpoints" / "checkpoint-2" / "random_states_1.pkl").is_file()
+
+
+# Data helpers, in process
+
+
+def test_cache_frames_match_the_processor_and_are_reused(tmp_path, make_video):
+    processor = DFDVideoProcessor(size={"height": 48, "width": 48}, num_frames=4)
+    video = str(make_video("clip.mp4", clip_frames("real", 1)))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"garbage")
+    cache = FrameCache(tmp_path / "cache", processor)
+
+    frames, rows, failures = cache.lookup([video, str(corrupt)])
+    assert rows[1] is None and len(failures) == 1 and failures[0].startswith(f"{corrupt}: ")
+    cached = torch.from_numpy(frames[rows[0]]["frames"])
+    assert cached.dtype == torch.uint8 and cached.shape == (4, 3, 48, 48)
+    # Normalising the cached frames on the fly gives exactly what the processor gives at inference.
+    expected = processor(videos=video, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(normalize_clips(cached[None], processor), expected, atol=1e-5, rtol=0)
+
+    assert len(list(cache.directory.glob("shard-*"))) == 1
+    cache.lookup([video, str(corrupt)])
+    assert len(list(cache.directory.glob("shard-*"))) == 1, "a cached video (or failure) was decoded again"
+    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # an edited file gets a new key
+    _, rows, _ = cache.lookup([video])
+    assert len(list(cache.directory.glob("shard-*"))) == 2 and rows[0] is not None
+
+
+def test_augmentation_draws_once_per_clip():
+    torch.manual_seed(0)
+    ramp = torch.linspace(50, 200, 8).round().to(torch.uint8)  # brightness rises left to right: a flip shows
+    clips = ramp.expand(64, 4, 3, 8, 8)  # 64 clips of 4 identical frames
+    augmented = augment_clips(clips, brightness=0.2)
+    assert augmented.dtype == torch.float32
+    assert torch.equal(augmented, augmented[:, :1].expand_as(augmented)), "frames of one clip were augmented apart"
+    flipped = augmented[:, 0, 0, 0, 0] > augmented[:, 0, 0, 0, -1]
+    assert 10 < flipped.sum() < 54
+    factors = augmented.mean((1, 2, 3, 4)) / ramp.float().mean()
+    assert factors.min() >= 0.8 - 1e-6 and factors.max() <= 1.2 + 1e-6 and factors.std() > 0.05
+
+
+def test_manifest_tables(tmp_path, make_video):
+    make_video("a.mp4", clip_frames("real", 1))
+    make_video("b.mp4", clip_frames("fake", 2))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,label,split\na.mp4,real,train\nb.mp4,1,train\na.mp4,0,val\n")
+    tables = load_video_tables(manifest)
+    assert sorted(tables) == ["train", "validation"]
+    assert list(tables["train"]["video"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert list(tables["train"]["label"]) == [0, 1] and list(tables["validation"]["label"]) == [0]
+
+    manifest.write_text("path,label\na.mp4,maybe\n")
+    with pytest.raises(ValueError, match="manifest.csv, row 1: label must be 0/1 or real/fake"):
+        load_video_tables(manifest)
+
+
+def test_hub_dataset_with_embedded_videos_and_class_label(tmp_path, make_video):
+    """A `Video` column holding bytes, and a ClassLabel whose names are alphabetical (fake=0, real=1)."""
+    real = make_video("real.mp4", clip_frames("real", 1)).read_bytes()
+    fake = make_video("fake.mp4", clip_frames("fake", 2)).read_bytes()
+    features = datasets.Features({"video": datasets.Video(), "label": datasets.ClassLabel(names=["fake", "real"])})
+    dataset = datasets.Dataset.from_dict(
+        {"video": [{"bytes": real, "path": "r.mp4"}, {"bytes": fake, "path": "f.mp4"}], "label": [1, 0]},
+        features=features,
+    )
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    dataset.to_parquet(str(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet"))
+
+    tables = load_hub_video_tables(str(tmp_path / "hub"), None, None, "label", tmp_path / "files")
+    assert list(tables["train"]["label"]) == [0, 1]  # by name: real -> 0, fake -> 1
+    videos = list(tables["train"]["video"])
+    assert [open(video, "rb").read() for video in videos] == [real, fake]
