@@ -6,12 +6,15 @@ in time and space (a depthwise 3-D convolution over the frames' patch grids). Th
 layer-normed, averaged over time and classified (0 = real, 1 = fake).
 """
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from transformers import CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
@@ -67,14 +70,20 @@ class DFDSpatioTemporalAdapter(nn.Module):
     def forward(self, hidden_states: torch.Tensor, num_frames: int, grid_size: tuple[int, int]) -> torch.Tensor:
         batch_frames, num_tokens, _ = hidden_states.shape
         height, width = grid_size
-        patches = hidden_states[:, 1:]
-        x = self.down_proj(patches)
-        # (batch*frames, h*w, r) -> (batch, r, frames, h, w): a permuted view, i.e. channels-last 3-D memory.
+        # Project every token and drop the CLS row afterwards: slicing the narrow output is cheap, while slicing the
+        # wide input first would copy all of it (a strided matmul input).
+        x = self.down_proj(hidden_states)[:, 1:]
+        # (batch*frames, h*w, r) -> (batch, r, frames, h, w): a permuted view, i.e. channels-last 3-D memory, which
+        # the depthwise convolution reads about 8x faster than a contiguous copy (CPU, benchmarks/bench_inference.py).
         x = x.view(batch_frames // num_frames, num_frames, height, width, -1).permute(0, 4, 1, 2, 3)
         x = self.conv(x)
         x = x.permute(0, 2, 3, 4, 1).reshape(batch_frames, num_tokens - 1, -1)
-        x = self.up_proj(F.gelu(x))
-        return torch.cat([hidden_states[:, :1], patches + x], dim=1)
+        # A zero bottleneck row for the CLS token gives a full-size update in one matmul, added in one pass; the CLS
+        # row (which would get the up-projection's bias) is then restored, so the CLS token passes through unchanged.
+        x = self.up_proj(F.pad(F.gelu(x), (0, 0, 1, 0)))
+        output = hidden_states + x
+        output[:, 0] = hidden_states[:, 0]
+        return output
 
 
 class DFDEncoderLayer(CLIPEncoderLayer):
@@ -155,6 +164,36 @@ class DFDPreTrainedModel(PreTrainedModel):
         for name, parameter in self.base_model.named_parameters():
             if ".adapter." not in name:
                 parameter.requires_grad_(False)
+
+    def set_checkpointed_blocks(self, layers: Iterable[int] | None = None):
+        """
+        Recompute the activations of the given encoder blocks in the backward pass instead of storing them, block by
+        block rather than all or nothing: each checkpointed block keeps only its input and costs one more forward of
+        that block, so checkpoint as few blocks as fit the memory (benchmarks/bench_train_step.py). `None`
+        checkpoints every block that runs with autograd (the frozen prefix stores nothing); `[]` turns it off.
+        """
+        encoder = self.base_model.encoder
+        if layers is None:
+            layers = range(encoder.first_adapter_layer, len(encoder.layers))
+        layers = set(layers)
+        if any(not 0 <= index < len(encoder.layers) for index in layers):
+            raise ValueError(f"layers must lie in [0, {len(encoder.layers)}), got {sorted(layers)}")
+        # The GradientCheckpointingLayer switches that `gradient_checkpointing_enable` sets, here set per block.
+        # Non-reentrant checkpointing passes gradients to the adapters even though the frozen blocks' inputs need none.
+        checkpoint_function = partial(checkpoint, use_reentrant=False)
+        for index, layer in enumerate(encoder.layers):
+            layer._gradient_checkpointing_func = checkpoint_function
+            layer.gradient_checkpointing = index in layers
+
+    def compile_blocks(self, **compile_kwargs):
+        """
+        Opt-in `torch.compile` of each encoder block in place (regional compilation): the identical blocks share one
+        compiled graph, so compiling takes seconds rather than minutes, and parameter names, `save_pretrained` and
+        `trust_remote_code` loading stay as they are. `compile_kwargs` go to `torch.compile` (e.g. `mode=...`).
+        """
+        for layer in self.base_model.encoder.layers:
+            layer.compile(**compile_kwargs)
+        return self
 
 
 class DFDModel(DFDPreTrainedModel):

@@ -1,0 +1,125 @@
+"""
+Training data pipeline throughput: the training script's frame cache (uint8 frames in memory-mapped Arrow) read by
+DataLoader workers, then the clip augmentation and normalisation it applies on the training device.
+
+    .venv/bin/python benchmarks/bench_data.py [--json data.json] [--quick] [--workers 0,1,2]
+
+The cache is filled once from generated videos (benchmarks/.cache). Goal: feed >= 80 videos/s with 16 workers.
+"""
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from bench_decode import VideoSpec, ensure_video
+from common import (
+    CACHE_DIR,
+    GOAL_COLUMNS,
+    base_parser,
+    format_table,
+    goal,
+    machine_facts,
+    parse_arguments,
+    resolve_device,
+    write_json,
+)
+from dfd.processing_dfd import DFDVideoProcessor
+from dfd.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
+
+
+BRIGHTNESS_JITTER = 0.2
+
+
+def cached_clips(cache_dir: Path, num_videos: int, image_size: int, num_frames: int):
+    """Clips of `num_videos` generated 2-second videos, decoded into the frame cache unless already there."""
+    specs = [VideoSpec(f"clip{index:03d}", "training clip", 320, 240, 2, 30, 60) for index in range(num_videos)]
+    videos = [str(ensure_video(spec, cache_dir / "videos", quiet=True)) for spec in specs]
+    processor = DFDVideoProcessor(size={"height": image_size, "width": image_size}, num_frames=num_frames)
+    frames, rows, failures = FrameCache(cache_dir / "frame_cache", processor).lookup(videos)
+    if failures:
+        raise RuntimeError(f"generated videos failed to decode: {failures}")
+    return CachedClips(frames, rows, [index % 2 for index in range(num_videos)]), processor
+
+
+def throughput(clips, processor, num_workers, batch_size, passes, device, augment) -> dict:
+    """Videos per second over `passes` timed epochs, after one untimed epoch that starts the workers."""
+    loader = DataLoader(
+        clips,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+    )
+
+    def epoch() -> int:
+        videos = 0
+        for batch in loader:
+            frames = batch["frames"].to(device, non_blocking=True)
+            if augment:
+                frames = normalize_clips(augment_clips(frames, BRIGHTNESS_JITTER), processor)
+            videos += len(frames)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return videos
+
+    epoch()
+    start = time.perf_counter()
+    videos = sum(epoch() for _ in range(passes))
+    seconds = time.perf_counter() - start
+    return {
+        "workers": num_workers,
+        "augment_on": str(device) if augment else "-",
+        "videos_per_s": videos / seconds,
+        "videos_per_s_per_worker": videos / seconds / max(1, num_workers),
+    }
+
+
+def main(argv=None):
+    parser = base_parser(__doc__.strip().splitlines()[0])
+    parser.add_argument("--device", default="auto", help="Where augmentation runs: cuda, cpu or auto.")
+    parser.add_argument("--workers", default="0,1,2", help="Comma-separated DataLoader worker counts.")
+    parser.add_argument("--num-videos", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--passes", type=int, default=2, help="Timed epochs over the cached clips per measurement.")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR / "data")
+    args = parse_arguments(parser, argv)
+
+    device = resolve_device(args.device)
+    worker_counts = [int(count) for count in args.workers.split(",")]
+    num_videos, image_size, passes = (4, 32, 1) if args.quick else (args.num_videos, 384, args.passes)
+    batch_size = 2 if args.quick else args.batch_size
+    clips, processor = cached_clips(args.cache_dir, num_videos, image_size, 12)
+
+    rows = []
+    for num_workers in worker_counts:
+        for augment in (False, True):
+            rows.append(throughput(clips, processor, num_workers, batch_size, passes, device, augment))
+
+    # Training augments on the GPU (train_accelerate.py), so the workers' job is the loader rate; the rows with
+    # augmentation on the CPU show why it must not move into the workers.
+    loader_rows = [row for row in rows if row["augment_on"] == "-" and row["workers"] <= 16]
+    best = max(loader_rows, key=lambda row: row["videos_per_s"])
+    note = f"{best['workers']} worker(s); more workers only help a slower reader"
+    goals = [goal("videos/s fed with <= 16 workers", best["videos_per_s"], ">= 80", best["videos_per_s"] >= 80, note)]
+
+    columns = ["workers", "augment_on", "videos_per_s", "videos_per_s_per_worker"]
+    title = f"Frame cache -> DataLoader, {num_videos} clips of 12 x {image_size}^2, batch {batch_size}"
+    print(format_table(title, columns, rows))
+    print(format_table("Goals", GOAL_COLUMNS, goals))
+    result = {
+        "benchmark": "data",
+        "quick": args.quick,
+        "machine": machine_facts(device),
+        "rows": rows,
+        "goals": goals,
+    }
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

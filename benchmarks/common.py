@@ -1,0 +1,158 @@
+"""Helpers shared by the benchmark scripts: timing, machine facts, ratio tables and atomic JSON output."""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import torch
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCHMARKS_DIR.parent
+
+# On a bare GPU machine the repository is a plain copy, not pip-installed: map the package name `dfd` onto the
+# repository root (the flat Hub-repo layout that pyproject.toml maps the same way).
+if importlib.util.find_spec("dfd") is None:
+    _package = types.ModuleType("dfd")
+    _package.__path__ = [str(REPO_ROOT)]
+    sys.modules["dfd"] = _package
+# Generated inputs (test videos, frame caches); gitignored, reused between runs. Tests point it elsewhere.
+CACHE_DIR = Path(os.environ.get("DFD_BENCHMARK_CACHE", BENCHMARKS_DIR / ".cache"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks the GPU when there is one: the same command line measures whatever machine it runs on."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_interleaved(
+    functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, float]:
+    """
+    Best (minimum) wall time in seconds of each function over `repeats` runs, after `warmup` untimed runs. The runs
+    take turns (A, B, A, B, ...) so that a change in the machine's load hits every function alike, and the minimum is
+    the run least disturbed by other processes (see `timeit`): both matter on a shared 2-core machine.
+    """
+    device = device or torch.device("cpu")
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    synchronize(device)
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def measure(
+    function: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> float:
+    """Best wall time of one function (see `measure_interleaved`)."""
+    return measure_interleaved({"function": function}, repeats, warmup, device)["function"]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def machine_facts(device: torch.device) -> dict:
+    """What the numbers depend on, stored next to them."""
+    import transformers
+
+    facts = {
+        "date": date.today().isoformat(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import av
+
+        facts["av"] = av.__version__
+    except ImportError:
+        pass
+    return facts
+
+
+def format_table(title: str, columns: list[str], rows: list[dict]) -> str:
+    """A plain-text (Markdown) table of `rows` (dicts keyed by `columns`), floats with 3 significant digits."""
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return "-" if value is None else str(value)
+
+    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | os.PathLike, payload: dict):
+    """Write JSON atomically (temporary file + rename), so an interrupted run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        json.dump(payload, handle, indent=2, default=str)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, help="Also write the results to this JSON file.")
+    parser.add_argument(
+        "--quick", action="store_true", help="Tiny inputs and one repeat: checks the script runs, measures nothing."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads. 1 keeps CPU ratios steady on a shared machine, where threads that wait for each "
+        "other stall whenever another process takes a core.",
+    )
+    return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def goal(name: str, value: float | None, target: str, met: bool | None, note: str = "") -> dict:
+    """One goal of issue 5 with the measured value; `met=None` when this run cannot tell (e.g. no GPU)."""
+    return {"goal": name, "measured": value, "target": target, "met": met, "note": note}
+
+
+GOAL_COLUMNS = ["goal", "measured", "target", "met", "note"]
