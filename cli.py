@@ -289,7 +289,7 @@ def run_predict(args) -> int:
             except OSError as error:  # not found, offline and not cached, no weights, ...
                 raise CommandError(f"--model {args.model}: {error}") from None
         if args.compile:
-            model = torch.compile(model)
+            model.compile_blocks()
         scorer = VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
     plot_names = plot_file_names([path for _, path in videos]) if args.plot else None
 
@@ -363,7 +363,7 @@ def add_predict_parser(subparsers, parent):
     parser.add_argument(
         "--num-workers", type=positive_int, default=2, help="threads decoding the next videos (default: 2)"
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on many videos)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each encoder block (pays off on many videos)")
     parser.set_defaults(run=run_predict)
 
 

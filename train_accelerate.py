@@ -32,7 +32,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
 from safetensors import safe_open
 from torch import nn
@@ -162,6 +162,15 @@ def parse_args(argv=None):
         default=True,
         help="Recompute activations in the backward pass. On by default: the card's batch of 16 x 12 frames at 384 "
         "peaks at ~121 GB of GPU memory without it (bf16, H200), ~24 GB with it.",
+    )
+    training.add_argument(
+        "--checkpointed_blocks",
+        type=lambda text: [int(index) for index in text.split(",") if index.strip()],
+        help="With --gradient_checkpointing: only these encoder blocks (comma-separated indices), to trade less "
+        "recomputation for memory. Default: every block that runs with autograd.",
+    )
+    training.add_argument(
+        "--torch_compile", action="store_true", help="torch.compile each encoder block (model.compile_blocks())."
     )
     training.add_argument(
         "--metric_for_best_model",
@@ -589,6 +598,8 @@ def main(argv=None):
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" or args.do_eval else args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "runs")),
+        # The DataLoaders pin memory on CUDA, so host-to-device copies can overlap with compute.
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file of every checkpoint is noise
@@ -619,7 +630,9 @@ def main(argv=None):
     # Model and metric
     model, processor = load_model_and_processor(args)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.set_checkpointed_blocks(args.checkpointed_blocks)
+    if args.torch_compile:
+        model.compile_blocks()
     if accelerator.mixed_precision == "bf16":
         # Frozen weights need no fp32 master copy: halve their memory. Trainable ones stay fp32 for the optimizer.
         for parameter in model.parameters():
