@@ -18,8 +18,9 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from dfd.hub_export import write_atomically
 
 
 DEFAULT_MODEL = "Arko007/deepfake-detector-dfd-sota"
@@ -51,24 +52,6 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"adapter_layers\": [20, 21, 22, 23]}'")
     return value
-
-
-def write_atomically(path: str | os.PathLike, write) -> Path:
-    """Call `write(binary_file)` on a temporary file next to `path`, then rename it into place: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode `open()` would
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def refuse_to_overwrite(output: Path, overwrite: bool):
@@ -315,7 +298,7 @@ def run_predict(args) -> int:
         output_format = args.format or {".json": "json", ".csv": "csv"}.get(Path(args.output or "").suffix, "table")
         text = FORMATTERS[output_format](records, args.clips)
         if args.output:
-            write_atomically(args.output, lambda file: file.write(text.encode("utf-8")))
+            write_atomically(args.output, text)
         else:
             sys.stdout.write(text)
     # A launcher stops every process as soon as one exits with an error: keep them all alive until the result is out.

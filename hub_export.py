@@ -1,8 +1,35 @@
-"""Write a Hub-ready detector folder: weights, configs, the code files the Hub loads, and a model card."""
+"""Write what users keep without ever leaving it half-written: Hub-ready detector folders and single files."""
 
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomically(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:
+    """
+    Write `content` (text, bytes, or a function that writes into a binary file, e.g. `figure.savefig`) to a temporary
+    file next to `path`, then rename it into place: readers see the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            if callable(content):
+                content(file)
+            else:
+                file.write(content.encode("utf-8") if isinstance(content, str) else content)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode `open()` would
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:

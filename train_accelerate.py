@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from dfd.hub_export import save_detector
+from dfd.hub_export import save_detector, write_atomically
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.training_data import (
@@ -340,13 +340,6 @@ def json_ready(value):
     return value
 
 
-def write_atomically(path: Path, text: str):
-    """Write next to the destination, then rename: readers see the old file or the new one, never half of one."""
-    staging = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
-
-
 def write_json(path: Path, value):
     write_atomically(path, json.dumps(json_ready(value), indent=2) + "\n")
 
@@ -434,10 +427,8 @@ def plot_roc_curve(labels: np.ndarray, scores: np.ndarray, metrics: dict, path: 
         ylim=(0, 1),
     )
     axes.legend(loc="lower right")
-    staging = path.with_name(f".tmp-{path.name}")
-    figure.savefig(staging, format="png", dpi=120, bbox_inches="tight")
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
     plt.close(figure)
-    os.replace(staging, path)
 
 
 def describe_hardware(accelerator) -> str:

@@ -16,14 +16,12 @@ from torch.utils.data import DataLoader
 from bench_decode import VideoSpec, ensure_video
 from common import (
     CACHE_DIR,
-    GOAL_COLUMNS,
     base_parser,
     format_table,
     goal,
-    machine_facts,
     parse_arguments,
+    report,
     resolve_device,
-    write_json,
 )
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
@@ -107,18 +105,16 @@ def main(argv=None):
 
     columns = ["workers", "augment_on", "videos_per_s", "videos_per_s_per_worker"]
     title = f"Frame cache -> DataLoader, {num_videos} clips of 12 x {image_size}^2, batch {batch_size}"
-    print(format_table(title, columns, rows))
-    print(format_table("Goals", GOAL_COLUMNS, goals))
-    result = {
-        "benchmark": "data",
-        "quick": args.quick,
-        "machine": machine_facts(device),
-        "rows": rows,
-        "goals": goals,
-    }
-    if args.json:
-        write_json(args.json, result)
-    return result
+    return report(
+        args,
+        "data",
+        device,
+        [
+            format_table(title, columns, rows),
+        ],
+        goals,
+        rows=rows,
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ from transformers.video_utils import load_video
 
 from common import (
     CACHE_DIR,
-    GOAL_COLUMNS,
     base_parser,
     format_table,
     goal,
-    machine_facts,
     measure_interleaved,
     parse_arguments,
-    write_json,
+    report,
 )
 from dfd.processing_dfd import probe_video, read_video, sample_frame_indices
 
@@ -193,19 +191,17 @@ def main(argv=None):
         "identical_to_load_video",
         "identical_to_every_frame",
     ]
-    print(format_table(f"Decoding {NUM_FRAMES} frames (best of {repeats})", columns, rows))
-    print(format_table("Goals", GOAL_COLUMNS, goals))
-    result = {
-        "benchmark": "decode",
-        "quick": args.quick,
-        "machine": machine_facts(torch.device("cpu")),
-        "videos": [asdict(spec) for spec in specs],
-        "rows": rows,
-        "goals": goals,
-    }
-    if args.json:
-        write_json(args.json, result)
-    return result
+    return report(
+        args,
+        "decode",
+        torch.device("cpu"),
+        [
+            format_table(f"Decoding {NUM_FRAMES} frames (best of {repeats})", columns, rows),
+        ],
+        goals,
+        videos=[asdict(spec) for spec in specs],
+        rows=rows,
+    )
 
 
 if __name__ == "__main__":

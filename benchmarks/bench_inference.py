@@ -15,16 +15,14 @@ import torch
 from transformers import CLIPVisionModel
 
 from common import (
-    GOAL_COLUMNS,
     base_parser,
     format_table,
     goal,
-    machine_facts,
     measure_interleaved,
     parse_arguments,
+    report,
     resolve_device,
     synchronize,
-    write_json,
 )
 from dfd.modeling_dfd import DFDForVideoClassification, DFDSpatioTemporalAdapter
 from models import benchmark_config
@@ -221,21 +219,19 @@ def main(argv=None):
         "time_vs_eager_clip",
         "first_call_s",
     ]
-    print(format_table(f"Inference, {device.type} {dtype_name}, random weights (best of {repeats})", columns, rows))
-    print(format_table("Adapter depthwise conv memory layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows))
-    print(format_table("Goals", GOAL_COLUMNS, goals))
-    result = {
-        "benchmark": "inference",
-        "quick": args.quick,
-        "machine": machine_facts(device),
-        "dtype": dtype_name,
-        "rows": rows,
-        "adapter_layout": layout_rows,
-        "goals": goals,
-    }
-    if args.json:
-        write_json(args.json, result)
-    return result
+    return report(
+        args,
+        "inference",
+        device,
+        [
+            format_table(f"Inference, {device.type} {dtype_name}, random weights (best of {repeats})", columns, rows),
+            format_table("Adapter depthwise conv memory layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows),
+        ],
+        goals,
+        dtype=dtype_name,
+        rows=rows,
+        adapter_layout=layout_rows,
+    )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ from contextlib import nullcontext
 import torch
 
 from common import (
-    GOAL_COLUMNS,
     base_parser,
     format_table,
     goal,
-    machine_facts,
     measure,
     parse_arguments,
+    report,
     resolve_device,
-    write_json,
 )
 from dfd.modeling_dfd import DFDForVideoClassification
 from models import benchmark_config
@@ -177,19 +175,17 @@ def main(argv=None):
         "error",
     ]
     title = f"Training step, {config_name} config, {batch_size} x {num_frames} frames, {device.type} {precision}"
-    print(format_table(f"{title} (best of {repeats})", columns, rows))
-    print(format_table("Goals", GOAL_COLUMNS, goals))
-    result = {
-        "benchmark": "train_step",
-        "quick": args.quick,
-        "machine": machine_facts(device),
-        "precision": precision,
-        "rows": rows,
-        "goals": goals,
-    }
-    if args.json:
-        write_json(args.json, result)
-    return result
+    return report(
+        args,
+        "train_step",
+        device,
+        [
+            format_table(f"{title} (best of {repeats})", columns, rows),
+        ],
+        goals,
+        precision=precision,
+        rows=rows,
+    )
 
 
 if __name__ == "__main__":

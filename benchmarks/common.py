@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -27,6 +26,8 @@ if importlib.util.find_spec("dfd") is None:
     sys.modules["dfd"] = _package
 # Generated inputs (test videos, frame caches); gitignored, reused between runs. Tests point it elsewhere.
 CACHE_DIR = Path(os.environ.get("DFD_BENCHMARK_CACHE", BENCHMARKS_DIR / ".cache"))
+
+from dfd.hub_export import write_atomically  # noqa: E402  (needs the `dfd` name mapped above)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,13 +120,8 @@ def format_table(title: str, columns: list[str], rows: list[dict]) -> str:
 
 
 def write_json(path: str | os.PathLike, payload: dict):
-    """Write JSON atomically (temporary file + rename), so an interrupted run never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(payload, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    """Write JSON atomically, so an interrupted run never leaves half a file."""
+    write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -156,3 +152,14 @@ def goal(name: str, value: float | None, target: str, met: bool | None, note: st
 
 
 GOAL_COLUMNS = ["goal", "measured", "target", "met", "note"]
+
+
+def report(args, benchmark: str, device: torch.device, tables: list[str], goals: list[dict], **results) -> dict:
+    """Print the benchmark's tables and its goals, and save everything as JSON with `--json`."""
+    for table in tables:
+        print(table)
+    print(format_table("Goals", GOAL_COLUMNS, goals))
+    result = {"benchmark": benchmark, "quick": args.quick, "machine": machine_facts(device), **results, "goals": goals}
+    if args.json:
+        write_json(args.json, result)
+    return result

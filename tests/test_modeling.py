@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, CLIPConfig, CLIPModel, CLIPVisionModel
+from transformers import AutoConfig, AutoModelForVideoClassification, CLIPConfig, CLIPModel, CLIPVisionModel
 
 from conftest import REPO_ROOT, tiny_clip_config
 from dfd.configuration_dfd import DFDConfig
