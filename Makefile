@@ -21,8 +21,8 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/bench_decode.py
-	$(PY) benchmarks/bench_inference.py
-	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_inference.py --threads 1
+	$(PY) benchmarks/bench_train_step.py --threads 1
 	$(PY) benchmarks/bench_data.py
 
 # Regenerate the root config.json / video_preprocessor_config.json from the code's defaults.

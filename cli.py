@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+from dfd import demo
 from dfd.hub_export import write_atomically
 
 
@@ -604,6 +605,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parser(subparsers, parent)
     add_init_parser(subparsers, parent)
     add_convert_parser(subparsers, parent)
+    demo_parser = subparsers.add_parser(
+        "demo",
+        parents=[parent],
+        help="train and compare two tiny detectors on synthetic videos, offline",
+        description=demo.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_arguments(demo_parser)
+    demo_parser.set_defaults(run=demo.run)
     return parser
 
 

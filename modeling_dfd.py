@@ -147,6 +147,11 @@ class DFDPreTrainedModel(PreTrainedModel):
         if isinstance(module, CLIPVisionEmbeddings):
             init.normal_(module.class_embedding, std=module.embed_dim**-0.5)
             init.copy_(module.position_ids, torch.arange(module.num_positions).expand((1, -1)))
+        elif isinstance(module, nn.Conv3d):
+            # The adapter's depthwise kernel: unit gain over its taps (std 0.02 would start the temporal path near
+            # zero, and with a zero up-projection too, learning would start flat).
+            init.normal_(module.weight, std=module.weight[0].numel() ** -0.5)
+            init.zeros_(module.bias)
         elif isinstance(module, DFDZeroInitLinear):
             init.zeros_(module.weight)
             init.zeros_(module.bias)

@@ -1,0 +1,116 @@
+"""
+Synthetic labelled videos whose fakes differ from the reals only in temporal consistency.
+
+Every frame is a smooth colour texture: a few random plane waves (sinusoids) of low spatial frequency. A real clip
+pans one texture smoothly: its waves' phases drift at a constant velocity. A fake clip starts the same way, but every
+`jump_every` frames all phases are drawn anew, as when a face swap loses track of identity: the texture keeps its
+palette and frequencies while its layout jumps. Since a drifted uniform phase is still uniform, each frame on its own
+is drawn from exactly the same distribution in both classes; only how consecutive frames relate tells them apart.
+
+Smooth textures matter: with white noise, one pixel of motion already decorrelates the patches a ViT sees, and real
+clips would look as unstable as fakes.
+
+Videos are written with PyAV (its wheels bundle FFmpeg) by lossless x264 (crf 0): beyond the yuv420p colour conversion,
+which treats every frame alike, no codec artifact depends on the motion, so compression does not give fakes away.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+CLASS_NAMES = ("real", "fake")  # label 0 and 1
+
+
+@dataclass(frozen=True)
+class TextureSettings:
+    """
+    size: frame height and width (even, for yuv420p). num_waves: sinusoids per texture. cycles: range of their
+    spatial frequencies, in cycles per frame width (low = smooth). speed: range of the pan, in pixels per frame.
+    jump_every: a fake clip redraws its phases every this many frames.
+    """
+
+    size: int = 32
+    num_frames: int = 16
+    num_waves: int = 6
+    cycles: tuple[float, float] = (0.5, 2.0)
+    speed: tuple[float, float] = (0.25, 0.75)
+    jump_every: int = 1
+
+
+def texture_clip(rng: np.random.Generator, fake: bool, settings: TextureSettings = TextureSettings()) -> np.ndarray:
+    """One clip, uint8 (num_frames, size, size, 3): a panning texture, or for a fake, one whose layout jumps."""
+    size, num_waves = settings.size, settings.num_waves
+    radius = rng.uniform(*settings.cycles, num_waves)
+    angle = rng.uniform(0, 2 * np.pi, num_waves)
+    frequencies = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1) * 2 * np.pi / size  # (K, 2)
+    colors = rng.normal(size=(num_waves, 3))
+    # Scale set by the waves alone (never by a frame's content), so the brightness range is the same for both classes.
+    scale = 90 / np.abs(colors).sum(axis=0).max()
+    base_color = 128 + rng.uniform(-20, 20, 3)
+
+    direction = rng.uniform(0, 2 * np.pi)
+    velocity = rng.uniform(*settings.speed) * np.array([np.cos(direction), np.sin(direction)])
+    phase_step = frequencies @ velocity  # phase change per frame of each wave: a pan by `velocity` pixels
+    coordinates = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="xy"), axis=-1)  # (H, W, 2): x, y
+    spatial_phase = coordinates @ frequencies.T  # (H, W, K)
+
+    phases = rng.uniform(0, 2 * np.pi, num_waves)
+    frames = []
+    for index in range(settings.num_frames):
+        if fake and index > 0 and index % settings.jump_every == 0:
+            phases = rng.uniform(0, 2 * np.pi, num_waves)
+        waves = np.cos(spatial_phase + phases)  # (H, W, K)
+        frames.append(base_color + scale * (waves @ colors))
+        phases = phases - phase_step
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def write_video(path, frames: np.ndarray, fps: int = 8) -> Path:
+    """Encode uint8 frames (T, H, W, 3) into an mp4, losslessly apart from the yuv420p conversion."""
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_dataset(
+    root, videos_per_class: int, seed, settings: TextureSettings = TextureSettings(), fps: int = 8
+) -> Path:
+    """
+    root/real/*.mp4 and root/fake/*.mp4 (the layout train_accelerate.py reads), `videos_per_class` of each. `seed`:
+    anything `np.random.default_rng` takes, e.g. (seed, split index) for independent splits.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASS_NAMES):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(videos_per_class):
+            frames = texture_clip(rng, fake=bool(label), settings=settings)
+            write_video(folder / f"{name}_{index:04d}.mp4", frames, fps)
+    return root
+
+
+def frame_statistics(clips: np.ndarray) -> dict[str, float]:
+    """
+    For uint8 clips (N, T, H, W, 3): the mean over clips and frames of each frame's brightness and contrast (its own
+    mean and std), which a frame-level model could see, and of the mean absolute change from one frame to the next,
+    which only a model looking across frames can.
+    """
+    clips = np.asarray(clips, dtype=np.float32)
+    return {
+        "brightness": float(clips.mean(axis=(2, 3, 4)).mean()),
+        "contrast": float(clips.std(axis=(2, 3, 4)).mean()),
+        "frame_to_frame_change": float(np.abs(np.diff(clips, axis=1)).mean()),
+    }
