@@ -51,8 +51,9 @@ class DFDConfig(PreTrainedConfig):
         classifier_dropout (`float`, *optional*, defaults to 0.1):
             Dropout on the pooled video feature before the classifier.
         initializer_range (`float`, *optional*, defaults to 0.02):
-            Standard deviation of the normal initializer of new (not loaded) weights. Adapter up-projections are
-            always zero-initialized so a new adapter is the identity.
+            Standard deviation of the normal initializer of new (not loaded) weights, except in the adapters: their
+            up-projections start at zero (a new adapter is the identity) and their depthwise kernels at unit gain
+            (std 1/sqrt(kernel volume)).
     """
 
     model_type = "dfd"
@@ -72,10 +73,10 @@ class DFDConfig(PreTrainedConfig):
         **kwargs,
     ):
         if vision_config is None:
-            vision_config = CLIPVisionConfig(**CLIP_VIT_LARGE_PATCH14)
-        elif isinstance(vision_config, dict):
-            vision_config = CLIPVisionConfig(**vision_config)
-        vision_config.image_size = image_size
+            vision_config = CLIP_VIT_LARGE_PATCH14
+        elif isinstance(vision_config, CLIPVisionConfig):
+            vision_config = vision_config.to_dict()  # a copy: the caller's config stays as it was
+        vision_config = CLIPVisionConfig(**{**vision_config, "image_size": image_size})
         self.vision_config = vision_config
 
         self.num_frames = num_frames
@@ -94,8 +95,11 @@ class DFDConfig(PreTrainedConfig):
 
         if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
             kwargs["id2label"] = {0: "real", 1: "fake"}
+            kwargs.setdefault("label2id", {"real": 0, "fake": 1})
         kwargs.setdefault("auto_map", dict(DFD_AUTO_MAP))
         super().__init__(**kwargs)
 
+
+DFDConfig.register_for_auto_class()
 
 __all__ = ["DFDConfig"]

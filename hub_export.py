@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once at import: setting the umask to read it is not thread-safe (decode threads may be creating files).
+_UMASK = _read_umask()
+
+
 def write_atomically(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:
     """
     Write `content` (text, bytes, or a function that writes into a binary file, e.g. `figure.savefig`) to a temporary
@@ -22,14 +32,36 @@ def write_atomically(path: str | os.PathLike, content: str | bytes | Callable[[B
                 content(file)
             else:
                 file.write(content.encode("utf-8") if isinstance(content, str) else content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode `open()` would
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the mode `open()` would
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_config_overrides(overrides: dict) -> None:
+    """Refuse names `DFDConfig` doesn't take, so that a misspelt override fails instead of being stored and ignored."""
+    import inspect
+
+    from transformers import PreTrainedConfig
+
+    from .configuration_dfd import DFDConfig
+
+    known = set(inspect.signature(DFDConfig.__init__).parameters) | set(
+        inspect.signature(PreTrainedConfig.__init__).parameters
+    )
+    unknown = sorted(set(overrides) - (known - {"self", "kwargs"}))
+    if unknown:
+        raise ValueError(f"unknown DFDConfig field(s): {', '.join(unknown)}")
+
+
+def processor_for(config):
+    """The video processor that matches a detector config: frames resized to its image_size, its num_frames."""
+    from .processing_dfd import DFDVideoProcessor
+
+    size = config.image_size
+    return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
 def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:
@@ -52,7 +84,11 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
         if output_dir.exists():
             previous = output_dir.with_name(f".{output_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
             output_dir.rename(previous)
-            staging.rename(output_dir)
+            try:
+                staging.rename(output_dir)
+            except BaseException:
+                previous.rename(output_dir)  # never leave the user without their previous export
+                raise
             shutil.rmtree(previous)
         else:
             staging.rename(output_dir)

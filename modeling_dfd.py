@@ -170,6 +170,16 @@ class DFDPreTrainedModel(PreTrainedModel):
             if ".adapter." not in name:
                 parameter.requires_grad_(False)
 
+    def cast_frozen_weights(self, dtype: torch.dtype):
+        """
+        Hold the frozen weights in `dtype` (e.g. bf16 for mixed-precision training: they need no fp32 master copy,
+        which halves their memory), keeping the trainable ones in their own dtype for the optimizer.
+        """
+        for parameter in self.parameters():
+            if not parameter.requires_grad:
+                parameter.data = parameter.data.to(dtype)
+        return self
+
     def set_checkpointed_blocks(self, layers: Iterable[int] | None = None):
         """
         Recompute the activations of the given encoder blocks in the backward pass instead of storing them, block by
@@ -346,7 +356,6 @@ def resize_position_embeddings(position_embeddings: torch.Tensor, new_grid: int)
     return torch.cat([class_position, grid.permute(0, 2, 3, 1).reshape(new_grid * new_grid, -1)])
 
 
-DFDConfig.register_for_auto_class()
 DFDForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 
 __all__ = ["DFDPreTrainedModel", "DFDModel", "DFDForVideoClassification", "resize_position_embeddings"]

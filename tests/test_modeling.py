@@ -1,5 +1,6 @@
 """DFD model: parameter budget, identity at init, temporal sensitivity, CLIP import and Hub-style export/load."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_default_config_matches_the_card_on_meta_device():
     assert 300e6 < total < 316e6, total
     assert config.vision_config.hidden_size == 1024 and config.vision_config.num_hidden_layers == 24
     assert config.vision_config.image_size == 384 and config.num_frames == 12
-    assert config.id2label == {0: "real", 1: "fake"}
+    assert config.id2label == {0: "real", 1: "fake"} and config.label2id == {"real": 0, "fake": 1}
     # Position embeddings are stored for the 27x27 grid, not interpolated on each forward.
     assert model.dfd.embeddings.position_embedding.weight.shape == (27 * 27 + 1, 1024)
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -178,6 +179,7 @@ def test_auto_classes_rebuild_identity_adapters_from_config(tiny_model, tmp_path
 
 
 def test_base_model_loads_features_from_a_classifier_checkpoint(tiny_model, tmp_path):
+    tiny_model = copy.deepcopy(tiny_model)  # the module-scoped model stays at identity for the other tests
     randomize_adapters(tiny_model, seed=3)
     tiny_model.save_pretrained(tmp_path)
     base = DFDModel.from_pretrained(tmp_path).eval()
@@ -208,6 +210,7 @@ json.dump(result, open(out, "w"))
 
 
 def test_export_loads_in_a_fresh_process_without_our_code(tiny_model, tmp_path):
+    tiny_model = copy.deepcopy(tiny_model)
     randomize_adapters(tiny_model, seed=5)
     export = tmp_path / "export"
     tiny_model.save_pretrained(export)
