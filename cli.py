@@ -11,7 +11,6 @@ Errors are printed as one line (`--debug` shows the traceback). Exit status: 0 o
 import argparse
 import csv
 import glob
-import inspect
 import io
 import json
 import math
@@ -21,7 +20,7 @@ import sys
 from pathlib import Path
 
 from dfd import demo
-from dfd.hub_export import write_atomically
+from dfd.hub_export import check_config_overrides, processor_for, save_detector, write_atomically
 
 
 DEFAULT_MODEL = "Arko007/deepfake-detector-dfd-sota"
@@ -71,7 +70,7 @@ def expand_inputs(patterns: list[str]) -> list:
     Video paths from files, folders (searched recursively for video extensions) and glob patterns, in the order
     given, without duplicates. An input that names nothing becomes a `VideoError` in its place.
     """
-    from .inference import VideoError
+    from dfd.inference import VideoError
 
     entries, seen = [], set()
 
@@ -251,7 +250,7 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
     from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
-    from .inference import VideoError, VideoScorer
+    from dfd.inference import VideoError, VideoScorer
 
     # Under `accelerate launch` (or torchrun), every process scores its share of the videos and the main one writes
     # the merged result. Without GPUs, processes talk through gloo, which PartialState only picks with cpu=True.
@@ -319,7 +318,13 @@ def add_predict_parser(subparsers, parent):
             "clip's time range are reported too. Runs on several GPUs under `accelerate launch`."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (searched recursively), globs")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="video files, globs, and folders searched recursively for video files "
+        f"({' '.join(VIDEO_EXTENSIONS)}); a folder of frame images is not read as one video",
+    )
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"Hub repo id or local folder of a detector (default: {DEFAULT_MODEL})"
     )
@@ -347,7 +352,9 @@ def add_predict_parser(subparsers, parent):
     parser.add_argument(
         "--num-workers", type=positive_int, default=2, help="threads decoding the next videos (default: 2)"
     )
-    parser.add_argument("--compile", action="store_true", help="torch.compile each encoder block (pays off on many videos)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile each encoder block (pays off on many videos)"
+    )
     parser.set_defaults(run=run_predict)
 
 
@@ -356,31 +363,17 @@ def add_predict_parser(subparsers, parent):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def config_arguments() -> set[str]:
-    """Names `DFDConfig` understands, so that a misspelt override fails instead of being stored and ignored."""
-    from transformers import PreTrainedConfig
-
-    from .configuration_dfd import DFDConfig
-
-    names = set(inspect.signature(DFDConfig.__init__).parameters)
-    names |= set(inspect.signature(PreTrainedConfig.__init__).parameters)
-    return names - {"self", "kwargs"}
-
-
 def check_overrides(overrides: dict):
-    unknown = sorted(set(overrides) - config_arguments())
-    if unknown:
-        raise UsageError(f"--config-overrides: unknown DFDConfig arguments {unknown}")
+    """`dfd.hub_export.check_config_overrides`, reported as a usage error (exit status 2)."""
+    try:
+        check_config_overrides(overrides)
+    except ValueError as error:
+        raise UsageError(f"--config-overrides: {error}") from None
 
 
-def save_checkpoint(model, output: Path) -> Path:
+def export_detector(model, output: Path) -> Path:
     """The model plus the processor its config implies, as a Hub-ready folder (see `dfd.hub_export.save_detector`)."""
-    from .hub_export import save_detector
-    from .processing_dfd import DFDVideoProcessor
-
-    size = model.config.image_size
-    processor = DFDVideoProcessor(size={"height": size, "width": size}, num_frames=model.config.num_frames)
-    return save_detector(model, processor, output)
+    return save_detector(model, processor_for(model.config), output)
 
 
 def describe(model) -> str:
@@ -390,13 +383,13 @@ def describe(model) -> str:
 
 
 def run_init(args) -> int:
-    from .modeling_dfd import DFDForVideoClassification
+    from dfd.modeling_dfd import DFDForVideoClassification
 
     output = Path(args.output)
     refuse_to_overwrite(output, args.overwrite)
     check_overrides(args.config_overrides)
     model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)
-    save_checkpoint(model, output)
+    export_detector(model, output)
     print(f"saved an untrained detector to {output} ({describe(model)})")
     print(f"train it with: accelerate launch train_accelerate.py --model_path {output} ...")
     return 0
@@ -480,7 +473,7 @@ def map_legacy_state_dict(legacy: dict, target: dict) -> tuple[dict, list[str], 
     after any wrapper prefix. A tensor is used only where its shape fits (position embeddings are resized to the
     detector's patch grid). Returns (state dict to load, names of the tensors used, names ignored).
     """
-    from .modeling_dfd import resize_position_embeddings
+    from dfd.modeling_dfd import resize_position_embeddings
 
     mapped, used, ignored = {}, [], []
     for key, tensor in legacy.items():
@@ -526,8 +519,8 @@ def run_convert(args) -> int:
 
     import torch
 
-    from .configuration_dfd import DFDConfig
-    from .modeling_dfd import DFDForVideoClassification
+    from dfd.configuration_dfd import DFDConfig
+    from dfd.modeling_dfd import DFDForVideoClassification
 
     if args.clip:
         model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)
@@ -542,25 +535,32 @@ def run_convert(args) -> int:
     if not used:
         raise CommandError(f"{args.checkpoint}: none of its {len(legacy)} tensors is a CLIP vision or detector weight")
     missing = [name for name in target if name not in mapped]
-    new_weights = [name for name in missing if ".adapter." in name or name.startswith("classifier.")]
-    backbone_missing = [name for name in missing if name not in new_weights]
+    adapters_missing = [name for name in missing if ".adapter." in name]
+    classifier_missing = [name for name in missing if name.startswith("classifier.")]
+    backbone_missing = [name for name in missing if name not in adapters_missing + classifier_missing]
     if backbone_missing and not args.clip:
         raise CommandError(
             f"{args.checkpoint}: {len(backbone_missing)} backbone weights are missing (e.g. {backbone_missing[0]}); "
             "pass --clip to take them from a CLIP checkpoint"
         )
+    if classifier_missing and not args.new_head:
+        # E.g. the card's original head, an MLP (classifier.0, classifier.3), which the detector's Linear cannot take.
+        raise CommandError(
+            f"{args.checkpoint}: no classifier fits the detector's ({', '.join(classifier_missing)}), so it would "
+            "predict at random; pass --new-head to convert anyway, then train the new head"
+        )
     with torch.no_grad():
         model.load_state_dict(mapped, strict=False)
-    save_checkpoint(model, output)
+    export_detector(model, output)
     print(f"used {len(used)} tensors, ignored {len(ignored)}, missing {len(missing)}")
-    if ignored:
-        print(f"  ignored: {', '.join(ignored[:5])}{', ...' if len(ignored) > 5 else ''}")
-    if missing:
-        kept_from = "the CLIP checkpoint" if args.clip else "new initialisation"
-        print(
-            f"  missing ({kept_from}; adapters start at identity): {', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}"
-        )
+    for kind, names in (
+        ("ignored", ignored),
+        ("missing, taken from the CLIP checkpoint", backbone_missing),
+        ("missing, adapters starting at identity", adapters_missing),
+        ("missing, a NEW classifier that must be trained before use", classifier_missing),
+    ):
+        if names:
+            print(f"  {kind}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}")
     print(f"saved the converted detector to {output} ({describe(model)})")
     return 0
 
@@ -574,7 +574,9 @@ def add_convert_parser(subparsers, parent):
             "Import a checkpoint saved with torch.save (a dict with 'model_state_dict', or a bare state dict) into a "
             "Hub-ready detector folder. It is loaded with torch.load(weights_only=True): files that need code to "
             "unpickle are refused. CLIP vision weights are mapped by name (clip.vision_model.*, vision_model.*, "
-            "backbone.*, ...); adapters and classifier are kept when their names and shapes match the detector's."
+            "backbone.*, ...); adapters and classifier are kept when their names and shapes match the detector's. A "
+            "classifier that does not fit (e.g. the original MLP head, classifier.0/classifier.3) is refused unless "
+            "--new-head is given."
         ),
     )
     parser.add_argument("checkpoint", help="the legacy checkpoint file")
@@ -587,6 +589,12 @@ def add_convert_parser(subparsers, parent):
         "--config", help="config.json (or a folder holding one) of the detector to build; default: the card's ViT-L/14"
     )
     parser.add_argument("--config-overrides", type=json_object, default={}, metavar="JSON", help="DFDConfig arguments")
+    parser.add_argument(
+        "--new-head",
+        action="store_true",
+        help="convert even when the file's classifier does not fit the detector's (e.g. an MLP head): the head starts "
+        "new and the detector must be trained before use",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it already holds files")
     parser.set_defaults(run=run_convert)
 

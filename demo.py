@@ -1,5 +1,6 @@
 """
-`dfd demo`: train and compare two tiny detectors on synthetic videos, fully offline, in a few minutes on a CPU.
+`dfd demo`: train and compare two tiny detectors on synthetic videos, fully offline: about 50 s on 2 idle CPU cores
+(--fast: 30 s), up to twice that on busy ones.
 
 1. Synthesize labelled mp4 files whose fakes differ from the reals only in temporal consistency (synthetic_videos.py):
    each frame alone is drawn from the same distribution in both classes, so no frame-level model can separate them.
@@ -61,8 +62,9 @@ class DemoSettings:
         }
     )
     adapter_bottleneck: int = 8
-    # New weights (adapters, head) start at std 0.3 rather than 0.02: the depthwise convolution's output must be large
-    # enough for the GELU to turn frame-to-frame changes into a signal, else training stalls for dozens of steps.
+    # New weights (the adapters' down-projections, the head) start at std 0.3 rather than the config's 0.02: measured
+    # on the fast demo over seeds 0-7, the adapter model's validation AUC first reaches 0.99 after a median 3 epochs
+    # instead of 5.5, and its worst test AUC is 0.97 instead of 0.94 (seed 0, the default, close to the 0.9 bar).
     initializer_range: float = 0.3
 
 
@@ -91,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser):
         metavar="DIR",
         help="where the videos, models, logs and results.json go (default: ./demo_output)",
     )
-    parser.add_argument("--fast", action="store_true", help="half the data, for CI (about a minute), a looser bar")
+    parser.add_argument("--fast", action="store_true", help="half the data, for CI (about 30 s), a looser bar")
     parser.add_argument("--seed", type=int, default=0, help="seed of the videos, the random CLIP and training")
 
 

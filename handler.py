@@ -6,6 +6,10 @@ Request body:
     {"inputs": "<base64 video> | https://host/video.mp4 | /path/on/the/endpoint.mp4",
      "parameters": {"top_k": 2, "clips": 8}}
 
+A path on the endpoint is read only when `DFD_ALLOW_LOCAL_PATHS=1` is set (or `allow_local_paths=True` is given to
+the constructor), e.g. for videos on a mounted volume; otherwise it is refused, so that callers cannot probe which
+files the server holds.
+
 A raw video body (Content-Type: video/mp4) arrives as bytes and works too. `score` is the class probability averaged
 over `clips` clips of 12 evenly spaced frames that tile the video (default 1 clip: the model card's sampling). With
 `clips`, each entry also holds `"clips": [{"start": s, "end": s, "score": p}, ...]`, that class's probability per
@@ -39,6 +43,7 @@ DEFAULT_MAX_INPUT_BYTES = 100_000_000
 DEFAULT_MAX_DURATION_SECONDS = 600.0
 DEFAULT_MAX_CLIPS = 32
 DOWNLOAD_TIMEOUT_SECONDS = 30
+LOCAL_PATHS_REFUSED = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
 
 
 class EndpointHandler:
@@ -48,11 +53,15 @@ class EndpointHandler:
         max_input_bytes: int | None = None,
         max_duration: float | None = None,
         max_clips: int | None = None,
+        allow_local_paths: bool | None = None,
     ):
         environ = os.environ.get
         self.max_input_bytes = int(max_input_bytes or environ("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
         self.max_duration = float(max_duration or environ("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
         self.max_clips = int(max_clips or environ("DFD_MAX_CLIPS", DEFAULT_MAX_CLIPS))
+        if allow_local_paths is None:
+            allow_local_paths = environ("DFD_ALLOW_LOCAL_PATHS") == "1"
+        self.allow_local_paths = allow_local_paths
         path = path or str(Path(__file__).resolve().parent)
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
@@ -74,14 +83,14 @@ class EndpointHandler:
         with self._video_file(data["inputs"]) as path:
             try:
                 info = self.scorer.probe(path)
-            except ValueError as error:  # VideoDecodeError: its reason, not the temporary file's name
-                raise ValueError(f"cannot read the video: {getattr(error, 'reason', error)}") from None
+            except self.scorer.decoding.VideoDecodeError as error:  # its reason, not the temporary file's name
+                raise ValueError(f"cannot read the video: {error.reason}") from None
             if info.duration is not None and info.duration > self.max_duration:
                 raise ValueError(
                     f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
                     "(DFD_MAX_DURATION_SECONDS)"
                 )
-            (prediction,) = self.scorer.predict([path], num_clips)
+            (prediction,) = self.scorer.predict([info], num_clips)  # probed once: the scorer reuses `info`
         if isinstance(prediction, VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
 
@@ -109,18 +118,27 @@ class EndpointHandler:
                 self._download(inputs, file)
                 yield file.name
             return
-        if isinstance(inputs, str) and len(inputs) < 4096 and os.path.isfile(inputs):  # a base64 video is no path
+        may_be_path = isinstance(inputs, str) and len(inputs) < 4096  # a base64 video is longer
+        if may_be_path and self.allow_local_paths and os.path.isfile(inputs):
             self._check_size(os.path.getsize(inputs))
             yield inputs
             return
+        if may_be_path and not self.allow_local_paths and inputs.startswith("/"):
+            # No video's base64 starts with "/" (it would take a first byte of 0xFC or more). Refused without looking
+            # at the filesystem, so that the answer says nothing about which files exist.
+            raise ValueError(f"'inputs' is a path: {LOCAL_PATHS_REFUSED}")
         if isinstance(inputs, str):
             encoded = inputs.split(",", 1)[1] if inputs.startswith("data:") else inputs  # data:video/mp4;base64,...
             self._check_size(len(encoded) * 3 // 4)  # before decoding, so an oversized request costs no memory
             try:
                 inputs = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
+                if self.allow_local_paths:
+                    raise ValueError(
+                        "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
+                    ) from None
                 raise ValueError(
-                    "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
+                    f"'inputs' is neither an http(s) URL nor base64-encoded video ({LOCAL_PATHS_REFUSED})"
                 ) from None
         if not isinstance(inputs, (bytes, bytearray)):
             raise ValueError(f"'inputs' must be a string or bytes, got {type(inputs).__name__}")

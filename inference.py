@@ -6,6 +6,7 @@ through the module that defines the processor (processing_dfd, wherever the proc
 `transformers_modules` copy that `trust_remote_code` creates), so there is one decoder for everything.
 """
 
+import functools
 import itertools
 import math
 import sys
@@ -143,11 +144,16 @@ class VideoScorer:
         """The processor's `probe_video`: frame count, fps and duration without decoding (VideoDecodeError if bad)."""
         return self.decoding.probe_video(path)
 
-    def predict(self, videos: Iterable[str], num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:
-        """A `VideoPrediction` or a `VideoError` for every video path, in order. A bad video never stops the rest."""
+    def predict(self, videos: Iterable, num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:
+        """
+        A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
+        a path, or the `VideoInfo` that `probe` returned for it, so that a caller who checked it first (the handler
+        checks the duration) does not have the file demuxed again.
+        """
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
             waiting, waiting_clips = [], 0
-            for prepared in _prefetch(pool, lambda path: self._prepare(path, num_clips), videos, 2 * self.num_workers):
+            prepare = functools.partial(self._prepare, num_clips=num_clips)
+            for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
                 waiting.append(prepared)
                 waiting_clips += len(prepared.pixel_values) if isinstance(prepared, _PreparedVideo) else 0
                 if waiting_clips >= self.batch_size:
@@ -155,19 +161,21 @@ class VideoScorer:
                     waiting, waiting_clips = [], 0
             yield from self._score(waiting)
 
-    def _prepare(self, path: str, num_clips: int) -> _PreparedVideo | VideoError:
+    def _prepare(self, video, num_clips: int) -> _PreparedVideo | VideoError:
         """Decode every clip's frames in one pass over the file, then resize and normalise them with the processor."""
+        probed = isinstance(video, self.decoding.VideoInfo)
+        path = video.path if probed else str(video)
+        num_frames = self.processor.num_frames
         try:
-            info = self.decoding.probe_video(path)
-            num_frames = self.processor.num_frames
+            info = video if probed else self.probe(path)
             indices = clip_frame_indices(info.total_frames, num_frames, num_clips, self.decoding.sample_frame_indices)
-            decoded = self.decoding.read_video(path, indices=indices.reshape(-1))
-            clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))
-            pixel_values = self.processor(clips, do_sample_frames=False, return_tensors="pt")["pixel_values"]
-        except (ValueError, OSError) as error:  # VideoDecodeError is a ValueError with the bare reason in `.reason`
-            return VideoError(str(path), " ".join(str(getattr(error, "reason", error)).split()))
+            decoded = self.decoding.read_video(info, indices=indices.reshape(-1))
+        except self.decoding.VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
+            return VideoError(path, error.reason)
+        clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))
+        pixel_values = self.processor(clips, do_sample_frames=False, return_tensors="pt")["pixel_values"]
         timestamps = decoded.timestamps.reshape(num_clips, num_frames)
-        return _PreparedVideo(str(path), pixel_values, timestamps, info.duration)
+        return _PreparedVideo(path, pixel_values, timestamps, info.duration)
 
     @torch.inference_mode()
     def _score(self, prepared: list[_PreparedVideo | VideoError]) -> Iterator[VideoPrediction | VideoError]:

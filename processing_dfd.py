@@ -1,4 +1,3 @@
-# coding=utf-8
 """Video loading and preprocessing for the deepfake detector.
 
 Decoding goes through PyAV only (its wheels bundle FFmpeg), so users need neither `torchcodec` nor a system FFmpeg.
@@ -86,6 +85,8 @@ class DecodedVideo:
     indices: np.ndarray
     timestamps: np.ndarray | None
     fps: float | None
+    duration: float | None
+    """As `probe_video` measures it; `None` for inputs that carry no timing (frame folders, images, arrays)."""
     total_frames: int
 
 
@@ -259,23 +260,20 @@ def _decode_in_order(info: VideoInfo, wanted: list[int]) -> dict[int, np.ndarray
 
 
 def read_video(
-    path: str | os.PathLike, indices: Sequence[int] | None = None, num_frames: int = 12
+    video: str | os.PathLike | VideoInfo, indices: Sequence[int] | None = None, num_frames: int = 12
 ) -> DecodedVideo:
     """
     Decode only the requested frames of a video file, in the requested order (indices may repeat or be unsorted).
 
+    `video` is a path, or the `VideoInfo` that `probe_video` returned for it: callers that needed the frame count to
+    choose `indices` pass it so the file is demuxed once, not twice.
     Frame `i` is the i-th frame in presentation order, so the pixels are bit-identical to those of
     `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
     kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
     `indices` defaults to `sample_frame_indices(total_frames, num_frames)`.
     """
-    info = probe_video(path)
-    return _decode_frames(info, sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
-
-
-def _decode_frames(info: VideoInfo, indices: Sequence[int]) -> DecodedVideo:
-    """`read_video` for a video already probed."""
-    indices = np.asarray(indices)
+    info = video if isinstance(video, VideoInfo) else probe_video(video)
+    indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices must be a non-empty sequence of integers, got {indices!r}.")
     if indices.min() < 0 or indices.max() >= info.total_frames:
@@ -294,6 +292,7 @@ def _decode_frames(info: VideoInfo, indices: Sequence[int]) -> DecodedVideo:
         indices=indices.astype(np.int64),
         timestamps=info.timestamps[indices],
         fps=info.fps,
+        duration=info.duration,
         total_frames=info.total_frames,
     )
 
@@ -305,13 +304,14 @@ def _natural_sort_key(path: Path) -> tuple[list, str]:
 
 def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[int]]) -> DecodedVideo:
     """Frames stored as one image per file, in name order; only the sampled images are opened."""
-    entries = list(folder.iterdir())
+    try:
+        entries = list(folder.iterdir())
+        images = [entry for entry in entries if entry.suffix.lower() in FRAME_IMAGE_EXTENSIONS and entry.is_file()]
+    except OSError as err:  # e.g. no permission to list the folder
+        raise VideoDecodeError(folder, f"cannot list the folder ({err.strerror})") from err
     if not entries:
         raise VideoDecodeError(folder, "empty folder")
-    images = sorted(
-        (entry for entry in entries if entry.suffix.lower() in FRAME_IMAGE_EXTENSIONS and entry.is_file()),
-        key=_natural_sort_key,
-    )
+    images.sort(key=_natural_sort_key)
     if not images:
         raise VideoDecodeError(folder, f"no frame images ({', '.join(FRAME_IMAGE_EXTENSIONS)}) in folder")
     indices = np.asarray(sample_indices(len(images)), dtype=np.int64)
@@ -321,7 +321,9 @@ def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[in
             with PIL.Image.open(images[index]) as image:
                 frames[index] = np.asarray(image.convert("RGB"))
         except (OSError, SyntaxError) as err:  # PIL reports unreadable or truncated images with these
-            raise VideoDecodeError(images[index], f"not a readable image ({err})") from err
+            # A failed system call's `strerror` (e.g. "Permission denied") says why without repeating the path.
+            reason = getattr(err, "strerror", None) or err
+            raise VideoDecodeError(images[index], f"not a readable image ({reason})") from err
     if len({frame.shape for frame in frames.values()}) > 1:
         raise VideoDecodeError(folder, "frame images differ in size")
     return DecodedVideo(
@@ -329,6 +331,7 @@ def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[in
         indices=indices,
         timestamps=None,
         fps=None,
+        duration=None,
         total_frames=len(images),
     )
 
@@ -360,7 +363,7 @@ def _load_video(video, sample_indices: Callable[[int], Sequence[int]]) -> Decode
         if os.path.isdir(video):
             return _read_frame_folder(Path(video), sample_indices)
         info = probe_video(video)
-        return _decode_frames(info, sample_indices(info.total_frames))
+        return read_video(info, sample_indices(info.total_frames))
     if _is_frame_list(video):
         indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
         frames = np.stack([np.asarray(video[index].convert("RGB")) for index in indices.tolist()])
@@ -375,7 +378,9 @@ def _load_video(video, sample_indices: Callable[[int], Sequence[int]]) -> Decode
             "A video must be a path to a video file or a frame folder, a list of PIL images, or a (T, H, W, C) / "
             f"(T, C, H, W) numpy array or torch tensor; got {type(video).__name__}."
         )
-    return DecodedVideo(frames=frames, indices=indices, timestamps=None, fps=None, total_frames=len(video))
+    return DecodedVideo(
+        frames=frames, indices=indices, timestamps=None, fps=None, duration=None, total_frames=len(video)
+    )
 
 
 def load_video_frames(video, num_frames: int = 12) -> np.ndarray:
@@ -407,8 +412,9 @@ class DFDVideoProcessor(BaseVideoProcessor):
     Turns videos into the model input: `num_frames` frames sampled evenly over each video, resized straight to
     384x384 (no crop, so nothing at the frame edges is lost) and normalised with the CLIP mean and std.
 
-    Accepts one video or a list of videos, each of any kind `load_video_frames` reads, and returns
-    `pixel_values` of shape (batch, num_frames, 3, 384, 384).
+    Accepts one video or a list of videos, each of any kind `load_video_frames` reads. With `return_tensors="pt"`,
+    `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list holding one
+    (num_frames, 3, 384, 384) tensor per video.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -455,7 +461,7 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 fps=clip.fps,
                 height=clip.frames.shape[1],
                 width=clip.frames.shape[2],
-                duration=clip.total_frames / clip.fps if clip.fps else None,
+                duration=clip.duration,
                 video_backend="pyav",
                 frames_indices=clip.indices.tolist(),
             )

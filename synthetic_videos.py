@@ -14,14 +14,19 @@ Videos are written with PyAV (its wheels bundle FFmpeg) by lossless x264 (crf 0)
 which treats every frame alike, no codec artifact depends on the motion, so compression does not give fakes away.
 """
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
+from .configuration_dfd import DFDConfig
 
-CLASS_NAMES = ("real", "fake")  # label 0 and 1
+
+# Folder names of the classes, in label order (0 = real, 1 = fake), as the detector's config names them.
+CLASS_NAMES = tuple(label for _, label in sorted(DFDConfig().id2label.items()))
 
 
 @dataclass(frozen=True)
@@ -68,20 +73,58 @@ def texture_clip(rng: np.random.Generator, fake: bool, settings: TextureSettings
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def write_video(path, frames: np.ndarray, fps: int = 8) -> Path:
-    """Encode uint8 frames (T, H, W, 3) into an mp4, losslessly apart from the yuv420p conversion."""
-    path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
+def write_video(
+    path,
+    frames: Iterable[np.ndarray],
+    fps: int = 25,
+    codec: str = "libx264",
+    gop: int | None = None,
+    crf: int | None = None,
+    bframes: int | None = None,
+    rotation: int | None = None,
+    container_options: dict | None = None,
+) -> Path:
+    """
+    Encode uint8 RGB frames into a real video file with PyAV (the container follows the extension); returns the path.
+    `frames`: an array (T, H, W, 3) or any iterable of (H, W, 3) arrays, e.g. a generator for a video too long to hold.
+
+    crf: x264 quality; by default 0, lossless apart from the yuv420p conversion, so decoded pixels can be compared
+    with what was written. bframes: B-frames per group, so presentation order differs from decode order. gop: frames
+    from one keyframe to the next, exactly (no scene-cut keyframes). rotation: clockwise degrees a player turns the
+    frames by, as in the `rotate` tag phones write (stored as a display matrix, which is what FFmpeg reads back).
+    container_options: muxer options, e.g. {"movflags": "faststart"} to put the mp4 index first.
+    """
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    with av.open(str(path), mode="w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = np.shape(first)[:2]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "0", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+        options = {}
+        x264_params = []
+        if codec == "libx264":
+            if crf is None:
+                # Lossless x264 never emits B-frames, so asking for them switches to high-quality lossy coding.
+                crf = 12 if bframes else 0
+            options.update({"crf": str(crf), "preset": "ultrafast"})
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
+        if bframes:
+            x264_params.append(f"bframes={bframes}:b-adapt=0")
+        if codec == "libx264" and x264_params:
+            options["x264-params"] = ":".join(x264_params)
+        stream.options = options
+        if rotation is not None:
+            # PyAV's angle is counter-clockwise (the value `VideoFrame.rotation` reads back).
+            stream.set_display_rotation(-rotation)
+        for array in itertools.chain([first], frames):
+            array = np.ascontiguousarray(array, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)
 
 
 def write_dataset(

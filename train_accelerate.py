@@ -35,6 +35,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
 from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, WeightedRandomSampler
@@ -42,7 +43,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from dfd.hub_export import save_detector, write_atomically
+from dfd.hub_export import check_config_overrides, processor_for, save_detector, write_atomically
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.training_data import (
@@ -131,7 +132,8 @@ def parse_args(argv=None):
     )
     model.add_argument(
         "--config_overrides",
-        help='DFDConfig overrides as JSON, e.g. \'{"image_size": 224, "adapter_layers": []}\', or a JSON file.',
+        help='DFDConfig overrides for a new detector (with --init_from) as JSON, e.g. \'{"image_size": 224, '
+        '"adapter_layers": []}\', or a JSON file.',
     )
 
     training = parser.add_argument_group("training")
@@ -217,6 +219,17 @@ def parse_args(argv=None):
         parser.error("--push_to_hub needs --hub_model_id ORG/NAME")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error("--checkpoints_total_limit must be at least 1")
+    if args.config_overrides and args.model_path:
+        # A checkpoint's weights are shaped by its config: overriding it on load would drop or misfit weights.
+        parser.error(
+            "--config_overrides can't reshape a --model_path checkpoint; start a new shape with --init_from "
+            "(or `dfd init --config-overrides`)"
+        )
+    try:
+        args.config_overrides = parse_config_overrides(args.config_overrides)
+        check_config_overrides(args.config_overrides)
+    except ValueError as error:
+        parser.error(f"--config_overrides: {error}")
     return args
 
 
@@ -227,25 +240,26 @@ def parse_config_overrides(value: str | None) -> dict:
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"--config_overrides: not JSON nor a JSON file ({error})") from None
+        raise ValueError(f"not JSON nor a JSON file ({error})") from None
     if not isinstance(overrides, dict):
-        raise ValueError(f"--config_overrides: expected a JSON object, got {text!r}")
+        raise ValueError(f"expected a JSON object, got {text!r}")
     return overrides
 
 
 def load_model_and_processor(args):
-    """A new detector from CLIP weights (--init_from) or a DFD checkpoint (--model_path), and its video processor."""
-    overrides = parse_config_overrides(args.config_overrides)
+    """
+    A new detector from CLIP weights (--init_from, with --config_overrides) or a DFD checkpoint (--model_path), in
+    fp32, and its video processor.
+    """
     if args.model_path:
-        model = DFDForVideoClassification.from_pretrained(args.model_path, dtype=torch.float32, **overrides)
+        model = DFDForVideoClassification.from_pretrained(args.model_path, dtype=torch.float32)
         try:
             return model, DFDVideoProcessor.from_pretrained(args.model_path)
         except OSError:
             pass  # a checkpoint saved without its processor: build the one its config implies
     else:
-        model = DFDForVideoClassification.from_clip(args.init_from, **overrides)
-    size = model.config.image_size
-    return model, DFDVideoProcessor(size={"height": size, "width": size}, num_frames=model.config.num_frames)
+        model = DFDForVideoClassification.from_clip(args.init_from, **args.config_overrides)
+    return model, processor_for(model.config)
 
 
 def load_tables(args) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -402,6 +416,16 @@ def load_checkpoint(accelerator, model, checkpoint: Path) -> dict:
         )
     accelerator.load_state(str(checkpoint), strict=False)
     return json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
+
+
+def export_model(args, checkpoint: Path):
+    """
+    The detector to export: a fresh fp32 copy of the source (--init_from / --model_path) with `checkpoint`'s
+    trainable weights, all a checkpoint holds. The training copy won't do: bf16 training rounded its frozen backbone.
+    """
+    model, _ = load_model_and_processor(args)
+    model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+    return model
 
 
 def plot_roc_curve(labels: np.ndarray, scores: np.ndarray, metrics: dict, path: Path):
@@ -625,10 +649,7 @@ def main(argv=None):
     if args.torch_compile:
         model.compile_blocks()
     if accelerator.mixed_precision == "bf16":
-        # Frozen weights need no fp32 master copy: halve their memory. Trainable ones stay fp32 for the optimizer.
-        for parameter in model.parameters():
-            if not parameter.requires_grad:
-                parameter.data = parameter.data.to(torch.bfloat16)
+        model.cast_frozen_weights(torch.bfloat16)  # the export is rebuilt in fp32 (see export_model)
     with accelerator.main_process_first():
         metric = evaluate.load(str(METRICS_PATH), keep_in_memory=True)
 
@@ -881,7 +902,7 @@ def main(argv=None):
         }
         results = {f"eval_{name}": value for name, value in metrics.items()}
         results.update(eval_samples=len(labels), train_samples=len(table), **summary)
-        model_to_export = accelerator.unwrap_model(model).to(torch.float32)
+        model_to_export = export_model(args, best_checkpoint)
         export_dir = save_detector(
             model_to_export,
             processor,

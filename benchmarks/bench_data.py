@@ -23,18 +23,19 @@ from common import (
     report,
     resolve_device,
 )
-from dfd.processing_dfd import DFDVideoProcessor
+from dfd.configuration_dfd import DFDConfig
+from dfd.hub_export import processor_for
 from dfd.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
 
 
 BRIGHTNESS_JITTER = 0.2
 
 
-def cached_clips(cache_dir: Path, num_videos: int, image_size: int, num_frames: int):
-    """Clips of `num_videos` generated 2-second videos, decoded into the frame cache unless already there."""
+def cached_clips(cache_dir: Path, num_videos: int, config: DFDConfig):
+    """Clips of `num_videos` generated 2-second videos, decoded for `config` into the frame cache if not there yet."""
     specs = [VideoSpec(f"clip{index:03d}", "training clip", 320, 240, 2, 30, 60) for index in range(num_videos)]
     videos = [str(ensure_video(spec, cache_dir / "videos", quiet=True)) for spec in specs]
-    processor = DFDVideoProcessor(size={"height": image_size, "width": image_size}, num_frames=num_frames)
+    processor = processor_for(config)
     frames, rows, failures = FrameCache(cache_dir / "frame_cache", processor).lookup(videos)
     if failures:
         raise RuntimeError(f"generated videos failed to decode: {failures}")
@@ -89,7 +90,8 @@ def main(argv=None):
     worker_counts = [int(count) for count in args.workers.split(",")]
     num_videos, image_size, passes = (4, 32, 1) if args.quick else (args.num_videos, 384, args.passes)
     batch_size = 2 if args.quick else args.batch_size
-    clips, processor = cached_clips(args.cache_dir, num_videos, image_size, 12)
+    config = DFDConfig(image_size=image_size)  # the released detector's 12 frames
+    clips, processor = cached_clips(args.cache_dir, num_videos, config)
 
     rows = []
     for num_workers in worker_counts:

@@ -4,8 +4,8 @@ Decoding 12 evenly spaced frames: the package's seek-aware `read_video` against 
 
     .venv/bin/python benchmarks/bench_decode.py [--json decode.json] [--quick]
 
-The videos are written once with PyAV (libx264, preset ultrafast, crf 23, smooth panning content) into
-benchmarks/.cache; the 10-minute one takes a few minutes to encode on 2 cores.
+The videos are written once with the package's `write_video` (libx264, preset ultrafast, crf 23, smooth panning
+content) into benchmarks/.cache; the 10-minute one takes a few minutes to encode on 2 cores.
 """
 
 import time
@@ -28,6 +28,7 @@ from common import (
     report,
 )
 from dfd.processing_dfd import probe_video, read_video, sample_frame_indices
+from dfd.synthetic_videos import write_video
 
 
 NUM_FRAMES = 12
@@ -92,18 +93,7 @@ def ensure_video(spec: VideoSpec, cache_dir: Path, quiet: bool = False) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial.mp4")
     start = time.perf_counter()
-    with av.open(str(staging), mode="w") as container:
-        stream = container.add_stream("libx264", rate=spec.fps)
-        stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
-        gop = spec.keyframe_interval
-        stream.options = {
-            "preset": "ultrafast",
-            "crf": "23",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-        }
-        for array in panning_frames(spec):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(stream.encode())
+    write_video(staging, panning_frames(spec), fps=spec.fps, gop=spec.keyframe_interval, crf=23)
     staging.replace(path)
     if not quiet:
         print(f"wrote {path} in {time.perf_counter() - start:.0f} s")

@@ -30,7 +30,7 @@ from models import benchmark_config
 
 
 def variants(num_layers: int) -> list[dict]:
-    """The issue's comparisons, scaled to the number of blocks (24 for ViT-L/14)."""
+    """The comparisons behind the project's performance goals, scaled to the number of blocks (24 for ViT-L/14)."""
     every = list(range(num_layers))
     half, sixth = max(1, num_layers // 2), max(1, num_layers // 6)
     three_quarters = max(1, num_layers * 3 // 4)
@@ -77,9 +77,7 @@ def measure_variant(config_name, variant, device, precision, batch_size, num_fra
     with torch.device(device):
         model = DFDForVideoClassification(config).train()
     if precision == "bf16":
-        for parameter in model.parameters():
-            if not parameter.requires_grad:
-                parameter.data = parameter.data.to(torch.bfloat16)
+        model.cast_frozen_weights(torch.bfloat16)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     model.set_checkpointed_blocks(variant["checkpoint"])
     row["checkpointed_blocks"] = sum(layer.gradient_checkpointing for layer in model.dfd.encoder.layers)

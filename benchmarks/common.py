@@ -147,7 +147,7 @@ def parse_arguments(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
 
 
 def goal(name: str, value: float | None, target: str, met: bool | None, note: str = "") -> dict:
-    """One goal of issue 5 with the measured value; `met=None` when this run cannot tell (e.g. no GPU)."""
+    """One of the project's performance goals and its measured value; `met=None` when this run cannot tell (no GPU)."""
     return {"goal": name, "measured": value, "target": target, "met": met, "note": note}
 
 

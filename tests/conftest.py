@@ -1,4 +1,4 @@
-"""Shared fixtures: real mp4 files written with PyAV and a tiny CLIP checkpoint saved locally."""
+"""Shared fixtures: real mp4 files (the package's `write_video`) and a tiny CLIP checkpoint saved locally."""
 
 import os
 
@@ -7,51 +7,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from dfd.synthetic_videos import write_video  # tests import it from here
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_video(path, frames, fps=25, codec="libx264", gop=None, rotation=None, bframes=None, container_options=None):
-    """
-    Encode uint8 frames (T, H, W, 3) into a real video file with PyAV; returns the path.
-
-    rotation: clockwise degrees a player turns the frames by, as in the `rotate` tag phones write (stored as a display
-    matrix, which is what FFmpeg reads back). bframes: number of B-frames, so presentation order differs from decode
-    order. container_options: muxer options, e.g. {"movflags": "faststart"} to put the mp4 index first.
-    """
-    frames = np.asarray(frames, dtype=np.uint8)
-    with av.open(str(path), mode="w", options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames.shape[1], frames.shape[2]
-        stream.pix_fmt = "yuv420p"
-        options = {}
-        x264_params = []
-        if codec == "libx264":
-            # Near-lossless so tests can compare decoded pixels with what was written. Lossless x264 never emits
-            # B-frames, so asking for them switches to high-quality lossy coding.
-            options.update({"crf": "12" if bframes else "0", "preset": "ultrafast"})
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-            x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
-        if bframes:
-            x264_params.append(f"bframes={bframes}:b-adapt=0")
-        if codec == "libx264" and x264_params:
-            options["x264-params"] = ":".join(x264_params)
-        stream.options = options
-        if rotation is not None:
-            # PyAV's angle is counter-clockwise (the value `VideoFrame.rotation` reads back).
-            stream.set_display_rotation(-rotation)
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return Path(path)
 
 
 def numbered_frames(num_frames, height=64, width=64):
@@ -122,9 +85,8 @@ TINY_IMAGE_SIZE = 48
 
 def save_tiny_detector(path, clip_dir, seed=0, **config_overrides):
     """A tiny, randomly trained-looking detector exported like a real one (model + processor + code files)."""
-    from dfd.hub_export import save_detector
+    from dfd.hub_export import processor_for, save_detector
     from dfd.modeling_dfd import DFDForVideoClassification
-    from dfd.processing_dfd import DFDVideoProcessor
 
     torch.manual_seed(seed)
     config_overrides = {"image_size": TINY_IMAGE_SIZE, "adapter_bottleneck": 8, **config_overrides}
@@ -133,9 +95,7 @@ def save_tiny_detector(path, clip_dir, seed=0, **config_overrides):
         for name, parameter in model.named_parameters():
             if ".adapter." in name or name.startswith("classifier."):
                 parameter.normal_(std=0.5)
-    size = model.config.image_size
-    processor = DFDVideoProcessor(size={"height": size, "width": size}, num_frames=model.config.num_frames)
-    return save_detector(model, processor, path)
+    return save_detector(model, processor_for(model.config), path)
 
 
 @pytest.fixture(scope="session")

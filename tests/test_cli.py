@@ -230,25 +230,47 @@ def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
     assert (status, err) == (1, f"error: {output}: already exists (pass --overwrite to replace it)\n")
     misspelt = ["--config-overrides", '{"image_sise": 48}']
     status, _, err = run_dfd("init", "--clip", tiny_clip_dir, "--output", tmp_path / "b", *misspelt)
-    assert (status, err) == (2, "error: --config-overrides: unknown DFDConfig arguments ['image_sise']\n")
+    assert (status, err) == (2, "error: --config-overrides: unknown DFDConfig field(s): image_sise\n")
 
 
-def test_convert_a_bare_clip_state_dict(tiny_detector_dir, tiny_clip_dir, tmp_path, run_dfd):
-    """The card's DeepfakeDetector layout: a CLIPModel under `clip.` (text tower included) and a 2-layer head."""
+def test_convert_refuses_the_cards_mlp_head_unless_new_head(tiny_detector_dir, tiny_clip_dir, tmp_path, run_dfd):
+    """
+    The card's DeepfakeDetector layout: a CLIPModel under `clip.` (text tower included) and an MLP head (classifier.0,
+    classifier.3) that the detector's Linear classifier cannot take: converting it would silently give a random head.
+    """
     clip = clip_vision_weights(tiny_clip_dir)
     legacy = {f"clip.vision_model.{name}": tensor for name, tensor in clip.items()}
     legacy["clip.text_model.embeddings.token_embedding.weight"] = torch.zeros(10, 32)
     legacy["clip.logit_scale"] = torch.tensor(2.6592)
-    legacy["classifier.0.weight"] = torch.zeros(1024, 32)
-    torch.save(legacy, tmp_path / "best_model.pt")
-
+    legacy["classifier.0.weight"], legacy["classifier.0.bias"] = torch.zeros(1024, 32), torch.zeros(1024)
+    legacy["classifier.3.weight"], legacy["classifier.3.bias"] = torch.zeros(2, 1024), torch.zeros(2)
+    checkpoint = tmp_path / "best_model.pt"
+    torch.save(legacy, checkpoint)
     output = tmp_path / "converted"
-    status, out, _ = run_dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", tiny_detector_dir)
-    assert status == 0
-    assert f"used {len(clip)} tensors, ignored 3, missing" in out
+    convert = ["convert", checkpoint, "--output", output, "--config", tiny_detector_dir]
 
+    status, out, err = run_dfd(*convert)
+    assert (status, out) == (1, "")
+    assert err == (
+        f"error: {checkpoint}: no classifier fits the detector's (classifier.weight, classifier.bias), so it would "
+        "predict at random; pass --new-head to convert anyway, then train the new head\n"
+    )
+    assert not output.exists()
+
+    status, out, _ = run_dfd(*convert, "--new-head")
+    assert status == 0
     model = AutoModelForVideoClassification.from_pretrained(output, trust_remote_code=True)
     state = model.state_dict()
+    adapters = [name for name in state if ".adapter." in name]
+    report = out.splitlines()
+    assert report[0] == f"used {len(clip)} tensors, ignored 6, missing {len(adapters) + 2}"
+    assert report[1].startswith("  ignored: clip.text_model.embeddings.token_embedding.weight, clip.logit_scale, ")
+    assert report[2].startswith(f"  missing, adapters starting at identity: {adapters[0]}, ")
+    assert report[3] == (
+        "  missing, a NEW classifier that must be trained before use: classifier.weight, classifier.bias"
+    )
+    assert report[4].startswith(f"saved the converted detector to {output} (")
+
     grid = model.config.image_size // model.config.vision_config.patch_size
     for name, tensor in clip.items():
         if name == "embeddings.position_embedding.weight":  # CLIP's 4x4 patch grid, resized to the detector's 6x6
@@ -298,6 +320,8 @@ def test_convert_a_trainable_only_checkpoint_takes_the_backbone_from_clip(
         "convert", checkpoint, "--output", tmp_path / "b", "--clip", tiny_clip_dir, "--config-overrides", overrides
     )
     assert status == 0 and f"used {len(trainable)} tensors, ignored 0, missing {len(original) - len(trainable)}" in out
+    (missing,) = [line for line in out.splitlines() if line.startswith("  missing")]  # adapters and head were used
+    assert missing.startswith("  missing, taken from the CLIP checkpoint: dfd.embeddings.")
     converted = load_file(tmp_path / "b" / "model.safetensors")
     for name in original:  # save_tiny_detector also started from this CLIP, so every weight matches
         torch.testing.assert_close(converted[name], original[name])

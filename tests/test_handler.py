@@ -31,10 +31,13 @@ sys.meta_path.insert(0, NoDfdPackage())
 sys.path.insert(0, sys.argv[1])
 from handler import EndpointHandler
 
-handler = EndpointHandler(sys.argv[1])
-for request in json.load(sys.stdin):
+handlers = {}
+for options, request in json.load(sys.stdin):  # options: the constructor arguments of the handler that answers
+    key = json.dumps(options, sort_keys=True)
+    if key not in handlers:
+        handlers[key] = EndpointHandler(sys.argv[1], **options)
     try:
-        response = handler(request)
+        response = handlers[key](request)
     except ValueError as error:
         response = {"error": str(error)}
     print(json.dumps(response), flush=True)
@@ -81,7 +84,27 @@ def encode(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
+def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], **environment) -> list:
+    """
+    The response (or `{"error": ...}`) to each (handler options, request) pair, from one endpoint process that
+    builds a handler per distinct options.
+    """
+    environment.setdefault("DFD_ALLOW_LOCAL_PATHS", "")  # the default, whatever this shell sets
+    result = subprocess.run(
+        [sys.executable, "-c", ENDPOINT, str(endpoint_dir)],
+        input=json.dumps(requests),
+        capture_output=True,
+        text=True,
+        cwd=endpoint_dir,
+        # fp32 on the CPU, to compare with processor + model in this process
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **environment},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     endpoint_dir, served_videos, tiny_detector_dir
 ):
     folder, url = served_videos
@@ -93,6 +116,8 @@ def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
         {"inputs": encode(short), "parameters": {"clips": 2, "top_k": 1}},
         {"inputs": f"{url}/short.mp4"},
         {"inputs": str(short)},
+        {"inputs": str(folder / "missing.mp4")},
+        {"inputs": "short.mp4"},
         {"inputs": encode(large)},
         {"inputs": f"{url}/large.mp4"},
         {"inputs": encode(long)},
@@ -100,24 +125,17 @@ def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
         {"inputs": base64.b64encode(b"\x00" * 2000).decode()},
         {"inputs": encode(short), "parameters": {"clips": 4}},
     ]
-    result = subprocess.run(
-        [sys.executable, "-c", ENDPOINT, str(endpoint_dir)],
-        input=json.dumps(requests),
-        capture_output=True,
-        text=True,
-        cwd=endpoint_dir,
-        env={
-            **os.environ,
-            "DFD_MAX_INPUT_BYTES": str(max_bytes),
-            "DFD_MAX_DURATION_SECONDS": "5",
-            "DFD_MAX_CLIPS": "3",
-            "CUDA_VISIBLE_DEVICES": "",  # fp32 on the CPU, to compare with the reference below
-        },
-        timeout=300,
+    path_requests = [{"inputs": str(short)}, {"inputs": str(folder / "missing.mp4")}]
+    responses = run_endpoint(
+        endpoint_dir,
+        [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
+        DFD_MAX_INPUT_BYTES=str(max_bytes),
+        DFD_MAX_DURATION_SECONDS="5",
+        DFD_MAX_CLIPS="3",
     )
-    assert result.returncode == 0, result.stderr
-    responses = [json.loads(line) for line in result.stdout.splitlines()]
-    plain, with_clips, by_url, by_path, too_large, too_large_url, too_long, not_base64, not_video, many = responses
+    by_allowed_path, by_allowed_missing_path = responses[len(requests) :]
+    plain, with_clips, by_url, by_path, by_missing_path, by_relative_path, *responses = responses[: len(requests)]
+    too_large, too_large_url, too_long, not_base64, not_video, many = responses
 
     # Same numbers as processor + model in this process, sorted by score.
     model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
@@ -127,7 +145,17 @@ def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
     expected = sorted(zip(model.config.id2label.values(), probabilities), key=lambda item: item[1], reverse=True)
     assert [entry["label"] for entry in plain] == [label for label, _ in expected]
     assert [entry["score"] for entry in plain] == pytest.approx([score for _, score in expected], abs=1e-5)
-    assert by_url == plain and by_path == plain  # the same bytes, however they arrive
+    assert by_url == plain  # the same bytes, however they arrive
+
+    # Paths on the endpoint are off by default, and refused alike whether the file exists or not.
+    paths_off = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
+    assert by_path == by_missing_path == {"error": f"'inputs' is a path: {paths_off}"}
+    assert by_relative_path == {"error": f"'inputs' is neither an http(s) URL nor base64-encoded video ({paths_off})"}
+    # A handler built with allow_local_paths=True (or DFD_ALLOW_LOCAL_PATHS=1) reads them.
+    assert by_allowed_path == plain
+    assert by_allowed_missing_path == {
+        "error": "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
+    }
 
     (top,) = with_clips
     assert set(top) == {"label", "score", "clips"}
@@ -138,6 +166,7 @@ def test_endpoint_scores_base64_url_and_path_inputs_and_enforces_limits(
         assert refused["error"].startswith("the video is ")
         assert refused["error"].endswith(f" bytes, above the {max_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)")
     assert too_long == {"error": "the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"}
-    assert "neither an http(s) URL, an existing file, nor base64" in not_base64["error"]
+    assert not_base64 == by_relative_path
     assert not_video["error"].startswith("cannot read the video: ")
     assert many == {"error": "'clips' is 4, above the limit of 3 (DFD_MAX_CLIPS)"}
+

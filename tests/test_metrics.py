@@ -1,4 +1,4 @@
-"""The local evaluate module metrics/dfd_metrics, checked against scikit-learn (and SciPy for the EER)."""
+"""The local evaluate module metrics/dfd_metrics, checked against scikit-learn (and SciPy for the EER) and by hand."""
 
 import math
 
@@ -64,6 +64,21 @@ def test_hand_computed_case(dfd_metrics):
     assert results["recall_real"] == 0.5 and results["recall_fake"] == 0.5
     assert results["roc_auc"] == 0.75
     assert results["eer"] == 0.5  # at threshold 0.6: one real of two above, one fake of two below
+
+
+def test_hand_computed_unbalanced_case(dfd_metrics):
+    # 4 real, 2 fake. ROC AUC is the share of (fake, real) pairs where the fake scores higher, a tie counting half:
+    # fake 0.4 beats 0.1 and 0.2, ties 0.4 and loses to 0.7 (2.5 of 4), fake 0.8 beats all four: 6.5 / 8.
+    # Balanced accuracy is the mean of the recalls, real 3/4 and fake 1/2: 5/8, where plain accuracy is 4/6.
+    results = dfd_metrics.compute(
+        predictions=[0, 0, 0, 1, 0, 1],
+        references=[0, 0, 0, 0, 1, 1],
+        prediction_scores=[0.1, 0.2, 0.4, 0.7, 0.4, 0.8],
+    )
+    assert results["roc_auc"] == pytest.approx(6.5 / 8)
+    assert results["balanced_accuracy"] == pytest.approx(5 / 8)
+    assert results["accuracy"] == pytest.approx(4 / 6)
+    assert results["recall_real"] == pytest.approx(3 / 4) and results["recall_fake"] == pytest.approx(1 / 2)
 
 
 @pytest.mark.parametrize(

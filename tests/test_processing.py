@@ -1,9 +1,14 @@
 """Video decoding and preprocessing: every input kind, exact frame sampling, seeking, rotation and bad files."""
 
 import json
+import os
 import pickle
 import re
 import shutil
+import tempfile
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -153,6 +158,16 @@ def test_read_video_defaults_to_evenly_sampled_frames(make_video):
     assert read_video(path, num_frames=5).indices.tolist() == [0, 22, 44, 66, 89]
 
 
+def test_read_video_takes_a_probed_video_in_place_of_its_path(make_video):
+    path = make_video("clip.mp4", barcode_frames(90), gop=30)
+    info = probe_video(path)
+    decoded = read_video(info, indices=[89, 0, 45])
+    assert [read_barcode(frame) for frame in decoded.frames] == [89, 0, 45]
+    np.testing.assert_array_equal(decoded.frames, read_video(path, indices=[89, 0, 45]).frames)
+    assert (decoded.duration, decoded.total_frames) == (info.duration, 90)
+    assert read_video(info).indices.tolist() == sample_frame_indices(90, 12).tolist()
+
+
 def test_read_video_rejects_indices_outside_the_video(make_video):
     path = make_video("clip.mp4", numbered_frames(10))
     with pytest.raises(IndexError, match=r"\[0, 10\)"):
@@ -185,6 +200,34 @@ def test_frames_an_edit_list_hides_are_not_counted(tmp_path):
     decoded = read_video(path, indices=indices)
     assert [read_barcode(frame) for frame in decoded.frames] == [index + 3 for index in indices]
     np.testing.assert_array_equal(decoded.frames, reference_frames(path, indices))
+
+
+def write_paused_video(path, frames, pause):
+    """An mp4 whose last frame is shown `pause` frame periods late, as a variable frame rate recording can be."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        for index, frame in enumerate([*frames, None]):
+            video_frame = None
+            if frame is not None:
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                video_frame.pts = index + (pause if index == len(frames) - 1 else 0)
+                video_frame.time_base = stream.codec_context.time_base
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+    return path
+
+
+def test_duration_comes_from_the_frame_timestamps(tmp_path):
+    path = write_paused_video(tmp_path / "paused.mp4", numbered_frames(10), pause=31)
+    info = probe_video(path)
+    assert (info.total_frames, info.fps) == (10, 25)
+    assert info.timestamps[-1] == pytest.approx(40 / 25)
+    assert info.duration == pytest.approx(41 / 25)  # not total_frames / fps = 0.4 s
+    outputs = DFDVideoProcessor(num_frames=4)(str(path), return_metadata=True, return_tensors="pt")
+    assert outputs["video_metadata"][0].duration == info.duration
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
@@ -345,7 +388,8 @@ def test_processor_returns_the_sampled_frames_metadata(make_video):
     path = make_video("clip.mp4", numbered_frames(50), fps=10)
     outputs = DFDVideoProcessor()([path, numbered_frames(7)], return_metadata=True, return_tensors="pt")
     file_metadata, array_metadata = outputs["video_metadata"]
-    assert (file_metadata.total_num_frames, file_metadata.fps, file_metadata.duration) == (50, 10, 5)
+    assert (file_metadata.total_num_frames, file_metadata.fps) == (50, 10)
+    assert file_metadata.duration == pytest.approx(5)
     assert file_metadata.frames_indices == sample_frame_indices(50, 12).tolist()
     assert file_metadata.timestamps[-1] == pytest.approx(4.9)
     assert (array_metadata.total_num_frames, array_metadata.fps) == (7, None)
@@ -420,6 +464,41 @@ def test_bad_inputs_raise_one_line_video_decode_errors(tmp_path):
         with pytest.raises(VideoDecodeError, match="^" + re.escape(f"{path}: ")):
             DFDVideoProcessor()([video], return_tensors="pt")
         assert str(pickle.loads(pickle.dumps(raised.value))) == message
+
+
+@contextmanager
+def file_permissions_enforced():
+    """Root reads files whatever their mode: as root, act as `nobody` for the block (other users are bound already)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    PIL.Image.init()  # import PIL's format plugins while their files can still be read
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_unreadable_folders_and_images_raise_video_decode_errors():
+    # Not pytest's tmp_path: an unprivileged user cannot enter it (0700), and must reach the files to be refused them.
+    with tempfile.TemporaryDirectory() as root:
+        root = Path(root)
+        root.chmod(0o755)
+        locked_folder = frame_folder(root, numbered_frames(3), "locked_folder")
+        locked_image = frame_folder(root, numbered_frames(3), "locked_image")
+        (locked_image / "frame_0.png").chmod(0)
+        locked_folder.chmod(0)
+        try:
+            with file_permissions_enforced():
+                with pytest.raises(VideoDecodeError) as folder_error:
+                    load_video_frames(locked_folder)
+                with pytest.raises(VideoDecodeError) as image_error:
+                    load_video_frames(locked_image)
+        finally:
+            locked_folder.chmod(0o755)  # so that the clean-up can empty it
+    assert str(folder_error.value) == f"{locked_folder}: cannot list the folder (Permission denied)"
+    assert str(image_error.value) == f"{locked_image / 'frame_0.png'}: not a readable image (Permission denied)"
 
 
 def test_decode_errors_are_value_errors_that_wrap_pyav_errors(tmp_path):

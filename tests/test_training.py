@@ -21,7 +21,10 @@ import yaml
 from safetensors import safe_open
 
 from conftest import REPO_ROOT, write_video
-from dfd.processing_dfd import DFDVideoProcessor
+from dfd.configuration_dfd import DFDConfig
+from dfd.hub_export import processor_for
+from dfd.modeling_dfd import DFDForVideoClassification
+from dfd.train_accelerate import parse_args
 from dfd.training_data import FrameCache, augment_clips, load_hub_video_tables, load_video_tables, normalize_clips
 
 
@@ -265,12 +268,22 @@ def bf16_run_with_failed_push(tmp_path_factory, train_args):
     return output_dir, result
 
 
-def test_bf16_step_runs_on_cpu(bf16_run_with_failed_push):
+def test_bf16_step_runs_on_cpu_and_exports_the_fp32_backbone(bf16_run_with_failed_push, tiny_clip_dir):
+    """Training held the frozen backbone in bf16; the export has the source's fp32 backbone bit for bit, plus the
+    trained weights of the best checkpoint."""
     output_dir, result = bf16_run_with_failed_push
     assert "precision bf16" in result.stderr
     assert read_jsonl(output_dir / "log.jsonl")[0]["step"] == 1
     with safe_open(output_dir / "model" / "model.safetensors", framework="pt") as weights:
         assert {weights.get_slice(name).get_dtype() for name in weights.keys()} == {"F32"}  # exported in fp32
+        exported = {name: weights.get_tensor(name) for name in weights.keys()}
+    source = DFDForVideoClassification.from_clip(tiny_clip_dir, **json.loads(TINY_CONFIG)).state_dict()
+    for name in ("dfd.encoder.layers.0.self_attn.q_proj.weight", "dfd.embeddings.position_embedding.weight"):
+        assert not torch.equal(source[name], source[name].bfloat16().float()), "bf16 rounding would go unnoticed"
+        assert torch.equal(exported[name], source[name]), name
+    with safe_open(output_dir / "checkpoints" / "checkpoint-1" / "model.safetensors", framework="pt") as weights:
+        for name in weights.keys():
+            assert torch.equal(exported[name], weights.get_tensor(name)), name
 
 
 def test_failed_push_keeps_the_export_and_says_how_to_retry(bf16_run_with_failed_push):
@@ -309,11 +322,25 @@ def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
     assert (output_dir / "checkpoints" / "checkpoint-2" / "random_states_1.pkl").is_file()
 
 
+@pytest.mark.parametrize(
+    "extra_args, error",
+    [
+        (["--config_overrides", '{"adaptr_layers": [0]}'], "unknown DFDConfig field(s): adaptr_layers"),
+        (["--model_path", "some/detector", "--config_overrides", '{"image_size": 224}'], "can't reshape"),
+    ],
+)
+def test_config_overrides_that_would_be_ignored_or_misfit_are_refused(extra_args, error, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--train_dir", "videos", "--output_dir", "out", *extra_args])
+    assert exit_info.value.code == 2
+    assert error in capsys.readouterr().err.splitlines()[-1]
+
+
 # Data helpers, in process
 
 
 def test_cache_frames_match_the_processor_and_are_reused(tmp_path, make_video):
-    processor = DFDVideoProcessor(size={"height": 48, "width": 48}, num_frames=4)
+    processor = processor_for(DFDConfig(image_size=48, num_frames=4))
     video = str(make_video("clip.mp4", clip_frames("real", 1)))
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"garbage")
