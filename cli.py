@@ -250,6 +250,7 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
     from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
+    from dfd import processing_dfd
     from dfd.inference import VideoError, VideoScorer
 
     # Under `accelerate launch` (or torchrun), every process scores its share of the videos and the main one writes
@@ -273,7 +274,7 @@ def run_predict(args) -> int:
                 raise CommandError(f"--model {args.model}: {error}") from None
         if args.compile:
             model.compile_blocks()
-        scorer = VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
+        scorer = VideoScorer(model, processor, processing_dfd, device, dtype, args.batch_size, args.num_workers)
     plot_names = plot_file_names([path for _, path in videos]) if args.plot else None
 
     scored = {}  # input index -> record, for this process's share

@@ -21,7 +21,7 @@ frames are held in memory), read from the environment or given to the constructo
 
 The runtime imports this file from the repository root with that folder on `sys.path` and our package not installed,
 so it uses only sibling modules (inference.py) and loads the model and processor through the Auto classes with
-`trust_remote_code`. Videos are decoded by the processor's own module (processing_dfd), as in `dfd predict`.
+`trust_remote_code`. Videos are decoded by the sibling processing_dfd.py, the decoder `dfd predict` uses too.
 """
 
 import base64
@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
+import processing_dfd
 from inference import VideoError, VideoScorer
 
 
@@ -67,7 +68,7 @@ class EndpointHandler:
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.scorer = VideoScorer(model, processor, device=device, dtype=dtype)
+        self.scorer = VideoScorer(model, processor, processing_dfd, device=device, dtype=dtype)
 
     def __call__(self, data: dict) -> list[dict]:
         parameters = data.get("parameters") or {}

@@ -2,14 +2,14 @@
 
 Shared by `dfd predict` and the Inference Endpoints handler (handler.py). It imports nothing from the `dfd` package,
 because the Endpoints runtime loads it as a top-level module next to handler.py with nothing installed. Decoding goes
-through the module that defines the processor (processing_dfd, wherever the processor was loaded from, e.g. the
-`transformers_modules` copy that `trust_remote_code` creates), so there is one decoder for everything.
+through the processing_dfd module the caller hands in (the package's for `dfd predict`, the sibling file for the
+handler), so there is one decoder for everything, and its API is the one this file was written against even when the
+model folder carries an older copy of processing_dfd.py.
 """
 
 import functools
 import itertools
 import math
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,21 +127,20 @@ class VideoScorer:
     in one pass.
     """
 
-    def __init__(self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
+    def __init__(self, model, processor, decoding, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = batch_size
         self.num_workers = num_workers
-        # processing_dfd, as loaded along with the processor: its decoder is the one the processor uses.
-        self.decoding = sys.modules[type(processor).__module__]
+        self.decoding = decoding  # the processing_dfd module: probe_video, read_video, sample_frame_indices
         self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
         if FAKE_LABEL not in self.labels:
             raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
 
     def probe(self, path):
-        """The processor's `probe_video`: frame count, fps and duration without decoding (VideoDecodeError if bad)."""
+        """`probe_video`: frame count, fps and duration without decoding (VideoDecodeError if bad)."""
         return self.decoding.probe_video(path)
 
     def predict(self, videos: Iterable, num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -102,6 +103,17 @@ def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, re
         expected = np.linspace(0, total - 1, 12).astype(int) / FPS
         np.testing.assert_allclose(timestamps, expected, atol=1e-6)
         assert float(row["duration"]) == pytest.approx(total / FPS)
+
+
+def test_predict_decodes_with_the_package_not_the_model_folders_copy(tiny_detector_dir, videos, tmp_path):
+    """A model exported by an older release carries an older processing_dfd.py: `dfd predict` must not depend on it."""
+    model_dir = tmp_path / "older_export"
+    shutil.copytree(tiny_detector_dir, model_dir)
+    with open(model_dir / "processing_dfd.py", "a") as file:
+        file.write("\n\ndef read_video(*args, **kwargs):\n    raise RuntimeError('the model folder decoder ran')\n")
+    result = dfd("predict", videos / "short.mp4", "--model", model_dir, "--format", "json", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["label"] in {"real", "fake"}
 
 
 def test_predict_table_reports_bad_inputs_on_their_own_line_and_exits_1(tiny_detector_dir, videos):
