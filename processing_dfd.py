@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -91,8 +92,13 @@ class DecodedVideo:
 
 
 @contextmanager
-def _open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`."""
+def _open_video(
+    path: str | os.PathLike, thread_type: str = "AUTO"
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """
+    Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `thread_type`:
+    how FFmpeg spreads decoding over threads ("AUTO": as it sees fit, "NONE": one thread).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoDecodeError(path, "file not found")
@@ -109,7 +115,7 @@ def _open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCon
         stream = streams[0]
         if stream.codec_context is None:
             raise VideoDecodeError(path, "video codec not supported by this FFmpeg build")
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = thread_type
         try:
             yield container, stream
         except av.FFmpegError as err:
@@ -201,12 +207,23 @@ class _SeekMissed(Exception):
 _SEEK_ATTEMPTS = 3
 
 
-def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int, index_of_pts: dict) -> Iterator:
+def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
+    """
+    Decode on from the container's position, skipping the frames no other frame refers to unless they are wanted:
+    nothing depends on such frames (B-frames, mostly), so the wanted ones come out bit-identical, sooner.
+    """
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+        yield from packet.decode()
+
+
+def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int, index_of_pts: dict, wanted_pts):
     """Frames decoded from a seek that starts at or before keyframe `info.keyframe_indices[keyframe_position]`."""
     keyframe = info.keyframe_indices[keyframe_position]
     for position in range(keyframe_position, max(keyframe_position - _SEEK_ATTEMPTS, -1), -1):
         container.seek(int(info.frame_pts[info.keyframe_indices[position]]), stream=stream, backward=True)
-        frames = container.decode(stream)
+        frames = _decode_from_here(container, stream, wanted_pts)
         first_frame = next(frames, None)
         first_index = None if first_frame is None else index_of_pts.get(first_frame.pts)
         if first_index is not None and first_index <= keyframe:
@@ -214,20 +231,21 @@ def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int
     raise _SeekMissed
 
 
-def _decode_with_seeking(info: VideoInfo, wanted: list[int]) -> dict[int, np.ndarray]:
+def _decode_with_seeking(info: VideoInfo, wanted: list[int], thread_type: str = "AUTO") -> dict[int, np.ndarray]:
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
     """
     index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
+    wanted_pts = {int(info.frame_pts[index]) for index in wanted}
     decoded = {}
-    with _open_video(info.path) as (container, stream):
-        frames = container.decode(stream)
+    with _open_video(info.path, thread_type) as (container, stream):
+        frames = _decode_from_here(container, stream, wanted_pts)
         next_index = 0
         for target in wanted:
             keyframe_position = np.searchsorted(info.keyframe_indices, target, side="right") - 1
             if keyframe_position >= 0 and info.keyframe_indices[keyframe_position] > next_index:
-                frames = _seek_to_keyframe(container, stream, info, keyframe_position, index_of_pts)
+                frames = _seek_to_keyframe(container, stream, info, keyframe_position, index_of_pts, wanted_pts)
             for frame in frames:
                 index = index_of_pts.get(frame.pts)
                 if index is None or index > target:
@@ -242,6 +260,50 @@ def _decode_with_seeking(info: VideoInfo, wanted: list[int]) -> dict[int, np.nda
                     info.path, f"truncated: frame {target} of {info.total_frames} cannot be decoded"
                 )
     return decoded
+
+
+def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list[list[int]]:
+    """
+    Split the `wanted` frames (ascending) into at most `groups` runs of about equal decoding cost, cut only where a
+    keyframe lies in between, so decoders working side by side never decode the same frames twice.
+    """
+    wanted = np.asarray(wanted)
+    # Where decoding of each wanted frame starts: its keyframe, or the first frame when no keyframe precedes it.
+    starts = np.concatenate([[0], info.keyframe_indices])
+    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
+    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
+    runs = np.split(wanted, first_of_run[1:])
+    # Frames a run decodes: from its keyframe to its last wanted frame.
+    cost = np.array([run[-1] - run_start + 1 for run, run_start in zip(runs, start[first_of_run])], dtype=np.float64)
+    group_of_run = np.minimum((np.cumsum(cost) - cost / 2) * groups // cost.sum(), groups - 1).astype(int)
+    return [np.concatenate(runs[first:last]).tolist() for first, last in _group_bounds(group_of_run)]
+
+
+def _group_bounds(group_of_run: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last) run positions of each non-empty group; `group_of_run` is ascending."""
+    firsts = np.flatnonzero(np.diff(group_of_run, prepend=-1))
+    return list(zip(firsts.tolist(), [*firsts[1:].tolist(), len(group_of_run)]))
+
+
+def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+    """
+    Decode runs of the `wanted` frames that start at different keyframes with one single-threaded decoder each, in
+    threads: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
+    other, so this uses the cores better than FFmpeg's own threads, which must restart after every seek.
+    """
+    groups = _split_at_keyframes(info, wanted, threads)
+    if len(groups) == 1:
+        return _decode_with_seeking(info, wanted)
+    decoded = {}
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="dfd-decode") as pool:
+        for frames in pool.map(lambda group: _decode_with_seeking(info, group, thread_type="NONE"), groups):
+            decoded.update(frames)
+    return decoded
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _decode_in_order(info: VideoInfo, wanted: list[int]) -> dict[int, np.ndarray]:
@@ -260,7 +322,10 @@ def _decode_in_order(info: VideoInfo, wanted: list[int]) -> dict[int, np.ndarray
 
 
 def read_video(
-    video: str | os.PathLike | VideoInfo, indices: Sequence[int] | None = None, num_frames: int = 12
+    video: str | os.PathLike | VideoInfo,
+    indices: Sequence[int] | None = None,
+    num_frames: int = 12,
+    threads: int | None = None,
 ) -> DecodedVideo:
     """
     Decode only the requested frames of a video file, in the requested order (indices may repeat or be unsorted).
@@ -271,6 +336,8 @@ def read_video(
     `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
     kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
     `indices` defaults to `sample_frame_indices(total_frames, num_frames)`.
+    `threads`: at most this many decoders work side by side, each from its own keyframe on (default: one per CPU this
+    process may use; callers that already decode several videos at once may pass 1).
     """
     info = video if isinstance(video, VideoInfo) else probe_video(video)
     indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
@@ -284,7 +351,7 @@ def read_video(
         decoded = _decode_in_order(info, wanted)
     else:
         try:
-            decoded = _decode_with_seeking(info, wanted)
+            decoded = _decode_side_by_side(info, wanted, threads or _usable_cpus())
         except _SeekMissed:
             decoded = _decode_in_order(info, wanted)
     return DecodedVideo(

@@ -83,6 +83,8 @@ def write_video(
     bframes: int | None = None,
     rotation: int | None = None,
     container_options: dict | None = None,
+    preset: str = "ultrafast",
+    slice_threads: bool = True,
 ) -> Path:
     """
     Encode uint8 RGB frames into a real video file with PyAV (the container follows the extension); returns the path.
@@ -93,6 +95,9 @@ def write_video(
     from one keyframe to the next, exactly (no scene-cut keyframes). rotation: clockwise degrees a player turns the
     frames by, as in the `rotate` tag phones write (stored as a display matrix, which is what FFmpeg reads back).
     container_options: muxer options, e.g. {"movflags": "faststart"} to put the mp4 index first.
+    preset: the x264 speed/quality preset. slice_threads: x264 cuts every frame into slices encoded in parallel
+    (PyAV's default); False writes one slice per frame with frame threads, as the ffmpeg command line does, which
+    changes how decoders can spread the work over threads.
     """
     frames = iter(frames)
     first = next(frames, None)
@@ -108,7 +113,9 @@ def write_video(
             if crf is None:
                 # Lossless x264 never emits B-frames, so asking for them switches to high-quality lossy coding.
                 crf = 12 if bframes else 0
-            options.update({"crf": str(crf), "preset": "ultrafast"})
+            options.update({"crf": str(crf), "preset": preset})
+            if not slice_threads:
+                stream.codec_context.thread_type = "FRAME"
         if gop is not None:
             stream.codec_context.gop_size = gop
             x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")

@@ -42,9 +42,16 @@ def keyframe_positions(path):
     return [index for index, packet in enumerate(packets) if packet.is_keyframe]
 
 
+def has_b_frames(path):
+    """Whether a video's packets come in an order other than presentation order, which only B-frames cause."""
+    with av.open(str(path)) as container:
+        pts = [packet.pts for packet in container.demux(video=0) if packet.size]
+    return pts != sorted(pts)
+
+
 def test_decode_benchmark_reads_identical_frames(tmp_path):
     result, stdout = run_script("bench_decode", tmp_path, "--cache-dir", str(tmp_path / "videos"))
-    assert [row["video"].split()[0] for row in result["rows"]] == ["(a)", "(a')", "(b)", "(c)"]
+    assert [row["video"].split()[0] for row in result["rows"]] == ["(a)", "(a')", "(a'')", "(b)", "(c)"]
     for row, spec in zip(result["rows"], result["videos"]):
         # The generated inputs are what the table says: every frame written, keyframes exactly every GOP.
         assert row["total_frames"] == spec["seconds"] * spec["fps"]
@@ -56,6 +63,8 @@ def test_decode_benchmark_reads_identical_frames(tmp_path):
         table_row = next(line for line in stdout.splitlines() if line.startswith(f"| {row['video']} |"))
         assert table_row.startswith(f"| {row['video']} | {row['total_frames']} |")
         assert table_row.endswith("| yes | yes |")
+        # (a'') is encoded as the ffmpeg command line does: with B-frames, so packets leave presentation order.
+        assert has_b_frames(path) == (spec["preset"] == "medium")
     assert "### Goals" in stdout
     # The generated videos are cached: a second run reuses them.
     assert sorted(path.name for path in (tmp_path / "videos").iterdir()) == sorted(

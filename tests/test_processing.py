@@ -23,6 +23,7 @@ from conftest import REPO_ROOT, barcode_frames, numbered_frames, read_barcode, w
 from dfd.processing_dfd import (
     DFDVideoProcessor,
     VideoDecodeError,
+    _split_at_keyframes,
     load_video_frames,
     probe_video,
     read_video,
@@ -113,13 +114,31 @@ def test_read_video_is_bit_identical_to_transformers_load_video(tmp_path, name, 
         [0, 1, 2, 99, 100, 101, 150, 298, 299],  # both sides of keyframes, and the very end
         list(range(0, 300, 7)),
     ):
-        decoded = read_video(path, indices=indices)
         expected = reference_frames(path, indices)
-        assert decoded.frames.shape == expected.shape == (len(indices), 64, 64, 3)
-        assert decoded.frames.dtype == np.uint8
-        np.testing.assert_array_equal(decoded.frames, expected)
-        assert [read_barcode(frame) for frame in decoded.frames] == list(indices)
-        np.testing.assert_array_equal(decoded.indices, indices)
+        for threads in (1, 3):  # one decoder, and several side by side
+            decoded = read_video(path, indices=indices, threads=threads)
+            assert decoded.frames.shape == expected.shape == (len(indices), 64, 64, 3)
+            assert decoded.frames.dtype == np.uint8
+            np.testing.assert_array_equal(decoded.frames, expected)
+            assert [read_barcode(frame) for frame in decoded.frames] == list(indices)
+            np.testing.assert_array_equal(decoded.indices, indices)
+
+
+def test_decoders_side_by_side_split_the_work_at_keyframes_without_overlap(make_video):
+    path = make_video("clip.mp4", barcode_frames(300), gop=50, bframes=2)
+    info = probe_video(path)
+    assert info.keyframe_indices.tolist() == [0, 50, 100, 150, 200, 250]
+    wanted = sample_frame_indices(300, 12).tolist()  # 0, 27, 54, ..., 299
+    for threads in (1, 2, 3, 4, 6, 16):
+        groups = _split_at_keyframes(info, wanted, threads)
+        assert [index for group in groups for index in group] == wanted
+        assert len(groups) == min(threads, 6)  # never more groups than runs between keyframes
+        for earlier, later in zip(groups, groups[1:]):
+            # The later group starts decoding at a keyframe past every frame the earlier one decodes.
+            later_start = max(keyframe for keyframe in info.keyframe_indices if keyframe <= later[0])
+            assert earlier[-1] < later_start
+    # Equal runs of work get equal shares: two groups of three keyframe intervals each.
+    assert _split_at_keyframes(info, wanted, 2) == [wanted[:6], wanted[6:]]
 
 
 def test_a_stream_without_timestamps_is_read_by_counting_frames(make_video):
