@@ -345,6 +345,8 @@ def read_video(
         raise ValueError(f"indices must be a non-empty sequence of integers, got {indices!r}.")
     if indices.min() < 0 or indices.max() >= info.total_frames:
         raise IndexError(f"{info.path}: frame indices must lie in [0, {info.total_frames}), got {indices.tolist()}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
 
     wanted = sorted(set(indices.tolist()))
     if info.frame_pts is None:

@@ -139,6 +139,8 @@ def test_decoders_side_by_side_split_the_work_at_keyframes_without_overlap(make_
             assert earlier[-1] < later_start
     # Equal runs of work get equal shares: two groups of three keyframe intervals each.
     assert _split_at_keyframes(info, wanted, 2) == [wanted[:6], wanted[6:]]
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        read_video(path, threads=0)
 
 
 def test_a_stream_without_timestamps_is_read_by_counting_frames(make_video):
