@@ -168,7 +168,9 @@ class VideoScorer:
         try:
             info = video if probed else self.probe(path)
             indices = clip_frame_indices(info.total_frames, num_frames, num_clips, self.decoding.sample_frame_indices)
-            decoded = self.decoding.read_video(info, indices=indices.reshape(-1))
+            # The decode workers share the CPUs: each video gets its part of read_video's threads.
+            threads = max(1, self.decoding.decoding_threads() // self.num_workers)
+            decoded = self.decoding.read_video(info, indices=indices.reshape(-1), threads=threads)
         except self.decoding.VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
             return VideoError(path, error.reason)
         clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))

@@ -5,6 +5,7 @@ A clip is summarised by `num_frames` frames spread evenly over the whole video, 
 with.
 """
 
+import functools
 import itertools
 import os
 import re
@@ -93,11 +94,11 @@ class DecodedVideo:
 
 @contextmanager
 def _open_video(
-    path: str | os.PathLike, thread_type: str = "AUTO"
+    path: str | os.PathLike, threads: int = 0
 ) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """
-    Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `thread_type`:
-    how FFmpeg spreads decoding over threads ("AUTO": as it sees fit, "NONE": one thread).
+    Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `threads`: how
+    many threads FFmpeg decodes with (0: as many as it sees fit).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -115,7 +116,8 @@ def _open_video(
         stream = streams[0]
         if stream.codec_context is None:
             raise VideoDecodeError(path, "video codec not supported by this FFmpeg build")
-        stream.codec_context.thread_type = thread_type
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         try:
             yield container, stream
         except av.FFmpegError as err:
@@ -205,6 +207,11 @@ class _SeekMissed(Exception):
 
 # Demuxers that seek by byte position (e.g. MPEG-TS) may land a keyframe late; retrying from earlier keyframes helps.
 _SEEK_ATTEMPTS = 3
+# Decoders whose non-reference frames no other frame uses, and which read `skip_frame` anew for every packet (AV1's
+# libdav1d reads it once, when it opens; HEVC's "sub-layer non-reference" frames may serve higher temporal layers).
+_CODECS_SKIPPING_NON_REFERENCE_FRAMES = {"h264", "mpeg1video", "mpeg2video", "mpeg4"}
+# FFmpeg's own cap on the threads it picks: more decoders than this mostly hold more frames in memory.
+_MAX_DEFAULT_THREADS = 16
 
 
 def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
@@ -213,8 +220,10 @@ def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.Vi
     nothing depends on such frames (B-frames, mostly), so the wanted ones come out bit-identical, sooner.
     """
     codec = stream.codec_context
+    skip_unwanted = codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
     for packet in container.demux(stream):
-        codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+        if skip_unwanted:
+            codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
         yield from packet.decode()
 
 
@@ -231,7 +240,7 @@ def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int
     raise _SeekMissed
 
 
-def _decode_with_seeking(info: VideoInfo, wanted: list[int], thread_type: str = "AUTO") -> dict[int, np.ndarray]:
+def _decode_with_seeking(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
@@ -239,7 +248,7 @@ def _decode_with_seeking(info: VideoInfo, wanted: list[int], thread_type: str = 
     index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
     decoded = {}
-    with _open_video(info.path, thread_type) as (container, stream):
+    with _open_video(info.path, threads) as (container, stream):
         frames = _decode_from_here(container, stream, wanted_pts)
         next_index = 0
         for target in wanted:
@@ -287,31 +296,36 @@ def _group_bounds(group_of_run: np.ndarray) -> list[tuple[int, int]]:
 
 def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
     """
-    Decode runs of the `wanted` frames that start at different keyframes with one single-threaded decoder each, in
-    threads: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
-    other, so this uses the cores better than FFmpeg's own threads, which must restart after every seek.
+    Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
+    by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
+    other, so this uses the cores better than one decoder's own threads, which must start over after every seek.
     """
     groups = _split_at_keyframes(info, wanted, threads)
+    decode_group = functools.partial(_decode_with_seeking, info, threads=threads // len(groups))
     if len(groups) == 1:
-        return _decode_with_seeking(info, wanted)
+        return decode_group(wanted)
     decoded = {}
     with ThreadPoolExecutor(len(groups), thread_name_prefix="dfd-decode") as pool:
-        for frames in pool.map(lambda group: _decode_with_seeking(info, group, thread_type="NONE"), groups):
+        for frames in pool.map(decode_group, groups):
             decoded.update(frames)
     return decoded
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def decoding_threads() -> int:
+    """
+    How many threads `read_video` decodes with by default: one per CPU this process may run on (a container or
+    `taskset` may allow fewer than the machine has), at most 16.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, _MAX_DEFAULT_THREADS)
 
 
-def _decode_in_order(info: VideoInfo, wanted: list[int]) -> dict[int, np.ndarray]:
+def _decode_in_order(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
     """Decode from the start and count frames, keeping only the `wanted` ones (ascending)."""
     decoded = {}
     wanted_set = set(wanted)
     decoded_count = 0
-    with _open_video(info.path) as (container, stream):
+    with _open_video(info.path, threads) as (container, stream):
         for frame in container.decode(stream):
             if decoded_count in wanted_set:
                 decoded[decoded_count] = _to_upright_rgb(frame)
@@ -336,8 +350,9 @@ def read_video(
     `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
     kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
     `indices` defaults to `sample_frame_indices(total_frames, num_frames)`.
-    `threads`: at most this many decoders work side by side, each from its own keyframe on (default: one per CPU this
-    process may use; callers that already decode several videos at once may pass 1).
+    `threads`: how many threads decode (default: `decoding_threads()`). The wanted frames are shared between up to this
+    many decoders that start at different keyframes and work side by side; callers that decode several videos at once
+    give each a share.
     """
     info = video if isinstance(video, VideoInfo) else probe_video(video)
     indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
@@ -348,14 +363,15 @@ def read_video(
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}.")
 
+    threads = threads or decoding_threads()
     wanted = sorted(set(indices.tolist()))
     if info.frame_pts is None:
-        decoded = _decode_in_order(info, wanted)
+        decoded = _decode_in_order(info, wanted, threads)
     else:
         try:
-            decoded = _decode_side_by_side(info, wanted, threads or _usable_cpus())
+            decoded = _decode_side_by_side(info, wanted, threads)
         except _SeekMissed:
-            decoded = _decode_in_order(info, wanted)
+            decoded = _decode_in_order(info, wanted, threads)
     return DecodedVideo(
         frames=np.stack([decoded[index] for index in indices.tolist()]),
         indices=indices.astype(np.int64),
@@ -558,6 +574,7 @@ __all__ = [
     "DecodedVideo",
     "VideoDecodeError",
     "VideoInfo",
+    "decoding_threads",
     "load_video_frames",
     "probe_video",
     "read_video",

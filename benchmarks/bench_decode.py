@@ -50,10 +50,11 @@ class VideoSpec:
 
     @property
     def filename(self) -> str:
-        encoding = "" if (self.preset, self.slice_threads) == ("ultrafast", True) else f"_{self.preset}_one_slice"
+        preset = "" if self.preset == "ultrafast" else f"_{self.preset}"
+        slices = "" if self.slice_threads else "_one_slice"
         return (
             f"{self.name}_{self.width}x{self.height}_{self.seconds:g}s_{self.fps}fps_gop{self.keyframe_interval}"
-            f"{encoding}.mp4"
+            f"{preset}{slices}.mp4"
         )
 
 

@@ -105,6 +105,7 @@ def test_probe_orders_frames_by_presentation_time(make_video):
         ("bframes.mkv", {"gop": 60, "bframes": 3}),
         ("mpegts.ts", {"gop": 60, "bframes": 2}),
         ("vp9.webm", {"codec": "libvpx-vp9", "gop": 50}),
+        ("av1.mp4", {"codec": "libsvtav1", "gop": 50}),
     ],
 )
 def test_read_video_is_bit_identical_to_transformers_load_video(tmp_path, name, options):
