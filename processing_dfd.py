@@ -273,7 +273,7 @@ def _decode_with_seeking(info: VideoInfo, wanted: list[int], threads: int) -> di
 
 def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list[list[int]]:
     """
-    Split the `wanted` frames (ascending) into at most `groups` runs of about equal decoding cost, cut only where a
+    Split the `wanted` frames (ascending) into at most `groups` groups of about equal decoding cost, cut only where a
     keyframe lies in between, so decoders working side by side never decode the same frames twice.
     """
     wanted = np.asarray(wanted)
@@ -281,17 +281,14 @@ def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list
     starts = np.concatenate([[0], info.keyframe_indices])
     start = starts[np.searchsorted(starts, wanted, side="right") - 1]
     first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
-    runs = np.split(wanted, first_of_run[1:])
-    # Frames a run decodes: from its keyframe to its last wanted frame.
+    runs = np.split(wanted, first_of_run[1:])  # the wanted frames decoded from one keyframe on
     cost = np.array([run[-1] - run_start + 1 for run, run_start in zip(runs, start[first_of_run])], dtype=np.float64)
+    # Each run joins the group its middle falls in when the total cost is cut into `groups` equal parts.
     group_of_run = np.minimum((np.cumsum(cost) - cost / 2) * groups // cost.sum(), groups - 1).astype(int)
-    return [np.concatenate(runs[first:last]).tolist() for first, last in _group_bounds(group_of_run)]
-
-
-def _group_bounds(group_of_run: np.ndarray) -> list[tuple[int, int]]:
-    """[first, last) run positions of each non-empty group; `group_of_run` is ascending."""
-    firsts = np.flatnonzero(np.diff(group_of_run, prepend=-1))
-    return list(zip(firsts.tolist(), [*firsts[1:].tolist(), len(group_of_run)]))
+    grouped = [[] for _ in range(groups)]
+    for run, group in zip(runs, group_of_run):
+        grouped[group].extend(run.tolist())
+    return [group for group in grouped if group]
 
 
 def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
