@@ -107,23 +107,20 @@ def write_video(
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = np.shape(first)[:2]
         stream.pix_fmt = "yuv420p"
-        options = {}
-        x264_params = []
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         if codec == "libx264":
             if crf is None:
                 # Lossless x264 never emits B-frames, so asking for them switches to high-quality lossy coding.
                 crf = 12 if bframes else 0
-            options.update({"crf": str(crf), "preset": preset})
+            x264_params = []
+            if gop is not None:
+                x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
+            if bframes:
+                x264_params.append(f"bframes={bframes}:b-adapt=0")
+            stream.options = {"crf": str(crf), "preset": preset, "x264-params": ":".join(x264_params)}
             if not slice_threads:
                 stream.codec_context.thread_type = "FRAME"
-        if gop is not None:
-            stream.codec_context.gop_size = gop
-            x264_params.append(f"keyint={gop}:min-keyint={gop}:scenecut=0")
-        if bframes:
-            x264_params.append(f"bframes={bframes}:b-adapt=0")
-        if codec == "libx264" and x264_params:
-            options["x264-params"] = ":".join(x264_params)
-        stream.options = options
         if rotation is not None:
             # PyAV's angle is counter-clockwise (the value `VideoFrame.rotation` reads back).
             stream.set_display_rotation(-rotation)

@@ -22,6 +22,7 @@ from common import (
     parse_arguments,
     report,
     resolve_device,
+    synchronize,
 )
 from dfd.configuration_dfd import DFDConfig
 from dfd.hub_export import processor_for
@@ -60,8 +61,7 @@ def throughput(clips, processor, num_workers, batch_size, passes, device, augmen
             if augment:
                 frames = normalize_clips(augment_clips(frames, BRIGHTNESS_JITTER), processor)
             videos += len(frames)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return videos
 
     epoch()
@@ -106,7 +106,7 @@ def main(argv=None):
     goals = [goal("videos/s fed with <= 16 workers", best["videos_per_s"], ">= 80", best["videos_per_s"] >= 80, note)]
 
     columns = ["workers", "augment_on", "videos_per_s", "videos_per_s_per_worker"]
-    title = f"Frame cache -> DataLoader, {num_videos} clips of 12 x {image_size}^2, batch {batch_size}"
+    title = f"Frame cache -> DataLoader, {num_videos} clips of {config.num_frames} x {image_size}^2, batch {batch_size}"
     return report(
         args,
         "data",

@@ -8,7 +8,6 @@ CPU: fp32, the tiny config at all batch sizes and the full ViT-L/14 config at ba
 ~1 min there, so `--full-cpu-frames` frames, 2 by default: the adapter/backbone ratio does not depend on it).
 """
 
-import time
 from functools import partial
 
 import torch
@@ -22,7 +21,6 @@ from common import (
     parse_arguments,
     report,
     resolve_device,
-    synchronize,
 )
 from dfd.modeling_dfd import DFDForVideoClassification, DFDSpatioTemporalAdapter
 from models import benchmark_config
@@ -56,12 +54,8 @@ def forward_rows(
             for variant, (model, takes_images) in models.items()
         }
         with torch.inference_mode():
-            first_call_s = {}
-            for variant, call in calls.items():
-                start = time.perf_counter()
-                call()  # allocations, and compilation for compiled models
-                synchronize(device)
-                first_call_s[variant] = time.perf_counter() - start
+            # The first call pays for allocations, and compilation for compiled models.
+            first_call_s = measure_interleaved(calls, 1, warmup=0, device=device)
             seconds = measure_interleaved(calls, repeats, warmup=warmup, device=device)
         floor = seconds[next(iter(seconds))]
         for variant in calls:

@@ -48,17 +48,10 @@ def read_barcode(frame):
     return index
 
 
-def tiny_clip_config(**overrides):
-    values = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
+def tiny_clip_config():
+    return CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
     )
-    values.update(overrides)
-    return CLIPVisionConfig(**values)
 
 
 @pytest.fixture(scope="session")
@@ -80,25 +73,23 @@ def make_video(tmp_path):
     return _make
 
 
+# The tiny CLIP is trained at 32 px with patch 8: its 4x4 grid grows to 6x6, as ViT-L/14's does from 224 to 384.
 TINY_IMAGE_SIZE = 48
-
-
-def save_tiny_detector(path, clip_dir, seed=0, **config_overrides):
-    """A tiny, randomly trained-looking detector exported like a real one (model + processor + code files)."""
-    from dfd.hub_export import processor_for, save_detector
-    from dfd.modeling_dfd import DFDForVideoClassification
-
-    torch.manual_seed(seed)
-    config_overrides = {"image_size": TINY_IMAGE_SIZE, "adapter_bottleneck": 8, **config_overrides}
-    model = DFDForVideoClassification.from_clip(clip_dir, **config_overrides)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if ".adapter." in name or name.startswith("classifier."):
-                parameter.normal_(std=0.5)
-    return save_detector(model, processor_for(model.config), path)
 
 
 @pytest.fixture(scope="session")
 def tiny_detector_dir(tmp_path_factory, tiny_clip_dir):
-    """An exported tiny detector folder (loads with trust_remote_code, pipeline-ready)."""
-    return save_tiny_detector(tmp_path_factory.mktemp("tiny_detector") / "detector", tiny_clip_dir)
+    """
+    A tiny detector with random, trained-looking adapters and head, exported like a real one (model + processor +
+    code files): it loads with trust_remote_code and is pipeline-ready.
+    """
+    from dfd.hub_export import processor_for, save_detector
+    from dfd.modeling_dfd import DFDForVideoClassification
+
+    torch.manual_seed(0)
+    model = DFDForVideoClassification.from_clip(tiny_clip_dir, image_size=TINY_IMAGE_SIZE, adapter_bottleneck=8)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".adapter." in name or name.startswith("classifier."):
+                parameter.normal_(std=0.5)
+    return save_detector(model, processor_for(model.config), tmp_path_factory.mktemp("tiny_detector") / "detector")

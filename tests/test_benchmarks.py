@@ -66,7 +66,7 @@ def test_decode_benchmark_reads_identical_frames(tmp_path):
         # (a'') is encoded as the ffmpeg command line does: with B-frames, so packets leave presentation order.
         assert has_b_frames(path) == (spec["preset"] == "medium")
     assert "### Goals" in stdout
-    # The generated videos are cached: a second run reuses them.
+    # Only finished videos are left in the cache (written under a staging name, then renamed).
     assert sorted(path.name for path in (tmp_path / "videos").iterdir()) == sorted(
         row["file"] for row in result["rows"]
     )

@@ -335,7 +335,7 @@ def test_convert_a_trainable_only_checkpoint_takes_the_backbone_from_clip(
     (missing,) = [line for line in out.splitlines() if line.startswith("  missing")]  # adapters and head were used
     assert missing.startswith("  missing, taken from the CLIP checkpoint: dfd.embeddings.")
     converted = load_file(tmp_path / "b" / "model.safetensors")
-    for name in original:  # save_tiny_detector also started from this CLIP, so every weight matches
+    for name in original:  # the tiny_detector_dir fixture also started from this CLIP, so every weight matches
         torch.testing.assert_close(converted[name], original[name])
 
 

@@ -10,12 +10,11 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForVideoClassification, CLIPConfig, CLIPModel, CLIPVisionModel
 
-from conftest import REPO_ROOT, tiny_clip_config
+from conftest import REPO_ROOT, TINY_IMAGE_SIZE as IMAGE_SIZE, tiny_clip_config
 from dfd.configuration_dfd import DFDConfig
 from dfd.modeling_dfd import DFDForVideoClassification, DFDModel
 
 CARD_TRAINABLE = 5_255_938
-IMAGE_SIZE = 48  # tiny CLIP is trained at 32 with patch 8: 4x4 grid -> 6x6 grid, like 224 -> 384 for ViT-L/14
 
 
 @pytest.fixture(scope="module")

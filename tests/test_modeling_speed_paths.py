@@ -1,16 +1,20 @@
 """The speed paths of the model (fused adapter update, selective checkpointing, compiled blocks) give the same
 outputs and gradients as the straightforward reference computation."""
 
+import sys
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import tiny_clip_config
+from conftest import REPO_ROOT, TINY_IMAGE_SIZE as IMAGE_SIZE, tiny_clip_config
 from dfd.configuration_dfd import DFDConfig
 from dfd.modeling_dfd import DFDForVideoClassification, DFDSpatioTemporalAdapter
 
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from bench_train_step import saved_activation_bytes  # noqa: E402  (the benchmark's counter, checked here)
 
-IMAGE_SIZE = 48  # 6x6 patch grid with the tiny CLIP's patch size 8
+
 
 
 def tiny_config(**overrides):
@@ -78,21 +82,6 @@ def trainable_gradients(model, pixel_values):
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def saved_for_backward_bytes(model, pixel_values):
-    """Bytes of activations autograd keeps for the backward pass (what checkpointing is meant to shrink)."""
-    weights = {parameter.data_ptr() for parameter in model.parameters()}
-    saved = {}
-
-    def pack(tensor):
-        if tensor.data_ptr() not in weights:
-            saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(pixel_values, labels=torch.tensor([0, 1]))
-    return sum(saved.values())
-
-
 def tiny_model(**overrides):
     torch.manual_seed(0)
     model = DFDForVideoClassification(tiny_config(classifier_dropout=0.0, **overrides))
@@ -117,9 +106,10 @@ def test_checkpointing_some_blocks_gives_the_same_gradients():
     every_block = trainable_gradients(model, pixel_values)
 
     memory = {}
+    labels = torch.tensor([0, 1])
     for blocks in ([], [1], None):
         model.set_checkpointed_blocks(blocks)
-        memory[str(blocks)] = saved_for_backward_bytes(model, pixel_values)
+        memory[str(blocks)] = saved_activation_bytes(model, lambda: model(pixel_values, labels=labels).loss)
     assert memory["None"] < memory["[1]"] < memory["[]"]
     for name, gradient in expected.items():
         torch.testing.assert_close(selective[name], gradient, atol=1e-6, rtol=1e-5)
