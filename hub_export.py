@@ -75,7 +75,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    staging.chmod(0o755)  # mkdtemp's private 0700 would carry over to the published folder
+    staging.chmod(0o777 & ~_UMASK)  # mkdtemp's private 0700 would carry over to the published folder
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
@@ -101,13 +101,12 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
 def default_root_configs() -> dict[str, str]:
     """The JSON files of the full-size default detector, as `save_pretrained` writes them, keyed by file name."""
     from .configuration_dfd import DFDConfig
-    from .processing_dfd import DFDVideoProcessor
 
     config = DFDConfig(architectures=["DFDForVideoClassification"])
     with tempfile.TemporaryDirectory() as staging:
         # Saving straight into the repo root would copy the code files onto themselves (shutil.SameFileError).
         config.save_pretrained(staging)
-        DFDVideoProcessor().save_pretrained(staging)
+        processor_for(config).save_pretrained(staging)
         return {
             name: (Path(staging) / name).read_text(encoding="utf-8")
             for name in ("config.json", "video_preprocessor_config.json")
@@ -117,7 +116,7 @@ def default_root_configs() -> dict[str, str]:
 def write_root_configs(repo_root=Path(__file__).resolve().parent) -> None:
     """Regenerate config.json and video_preprocessor_config.json at the repo root (`make configs`)."""
     for name, text in default_root_configs().items():
-        (Path(repo_root) / name).write_text(text, encoding="utf-8")
+        write_atomically(Path(repo_root) / name, text)
 
 
 if __name__ == "__main__":

@@ -113,15 +113,18 @@ class DFDEncoder(nn.Module):
         self.layers = nn.ModuleList(
             [DFDEncoderLayer(config, index in adapter_layers) for index in range(config.vision_config.num_hidden_layers)]
         )
-        # Blocks before the first adapter see no trainable input: they run without autograd.
         self.first_adapter_layer = min(adapter_layers, default=len(self.layers))
+
+    def frozen_prefix_length(self) -> int:
+        """Blocks before the first adapter of a frozen backbone see no trainable input: they run without autograd."""
+        backbone_frozen = not self.layers[0].self_attn.q_proj.weight.requires_grad
+        return self.first_adapter_layer if backbone_frozen else 0
 
     def forward(self, hidden_states, num_frames, grid_size, output_hidden_states=False, **kwargs):
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        backbone_frozen = not self.layers[0].self_attn.q_proj.weight.requires_grad
+        frozen_prefix_length = self.frozen_prefix_length()
         for index, layer in enumerate(self.layers):
-            frozen_prefix = backbone_frozen and index < self.first_adapter_layer
-            with torch.no_grad() if frozen_prefix else nullcontext():
+            with torch.no_grad() if index < frozen_prefix_length else nullcontext():
                 hidden_states = layer(hidden_states, None, num_frames=num_frames, grid_size=grid_size, **kwargs)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -189,7 +192,7 @@ class DFDPreTrainedModel(PreTrainedModel):
         """
         encoder = self.base_model.encoder
         if layers is None:
-            layers = range(encoder.first_adapter_layer, len(encoder.layers))
+            layers = range(encoder.frozen_prefix_length(), len(encoder.layers))
         layers = set(layers)
         if any(not 0 <= index < len(encoder.layers) for index in layers):
             raise ValueError(f"layers must lie in [0, {len(encoder.layers)}), got {sorted(layers)}")
