@@ -234,8 +234,10 @@ def resolve_device(name: str, state):
 def resolve_dtype(name: str, device):
     import torch
 
+    from dfd.inference import default_dtype
+
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return default_dtype(device)
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
 
 
@@ -261,7 +263,7 @@ def run_predict(args) -> int:
     if state.is_main_process:
         for entry in entries:
             if isinstance(entry, VideoError):
-                print(f"error: {entry.path}: {entry.reason}", file=sys.stderr)
+                print(f"error: {entry}", file=sys.stderr)
 
     device = resolve_device(args.device, state)
     dtype = resolve_dtype(args.dtype, device)
@@ -286,7 +288,7 @@ def run_predict(args) -> int:
         for position, result in zip(positions, scorer.predict(paths, args.clips) if paths else ()):
             record = result.to_dict()
             if isinstance(result, VideoError):
-                tqdm.write(f"error: {result.path}: {result.reason}", file=sys.stderr)
+                tqdm.write(f"error: {result}", file=sys.stderr)
             elif args.plot:
                 write_plot(record, Path(args.plot) / plot_names[position])
             scored[videos[position][0]] = record

@@ -37,7 +37,7 @@ import torch
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
 import processing_dfd
-from inference import VideoError, VideoScorer
+from inference import VideoError, VideoScorer, default_dtype
 
 
 DEFAULT_MAX_INPUT_BYTES = 100_000_000
@@ -67,8 +67,7 @@ class EndpointHandler:
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.scorer = VideoScorer(model, processor, processing_dfd, device=device, dtype=dtype)
+        self.scorer = VideoScorer(model, processor, processing_dfd, device=device, dtype=default_dtype(device))
 
     def __call__(self, data: dict) -> list[dict]:
         parameters = data.get("parameters") or {}
@@ -83,8 +82,8 @@ class EndpointHandler:
 
         with self._video_file(data["inputs"]) as path:
             try:
-                info = self.scorer.probe(path)
-            except self.scorer.decoding.VideoDecodeError as error:  # its reason, not the temporary file's name
+                info = processing_dfd.probe_video(path)
+            except processing_dfd.VideoDecodeError as error:  # its reason, not the temporary file's name
                 raise ValueError(f"cannot read the video: {error.reason}") from None
             if info.duration is not None and info.duration > self.max_duration:
                 raise ValueError(

@@ -81,6 +81,9 @@ class VideoError:
     def to_dict(self) -> dict:
         return {"path": self.path, "error": self.reason}
 
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
 
 @dataclass
 class _PreparedVideo:
@@ -88,6 +91,11 @@ class _PreparedVideo:
     pixel_values: torch.Tensor  # (num_clips, num_frames, 3, size, size)
     timestamps: np.ndarray  # (num_clips, num_frames) seconds, NaN where the file does not time its frames
     duration: float | None
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it (as the model was trained), fp32 elsewhere: bf16 on a CPU is several times slower."""
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
 def clip_frame_indices(total_frames: int, num_frames: int, num_clips: int, sample_frame_indices) -> np.ndarray:
@@ -135,18 +143,16 @@ class VideoScorer:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.decoding = decoding  # the processing_dfd module: probe_video, read_video, sample_frame_indices
+        # The decode workers share the CPUs: each video gets its part of read_video's threads.
+        self.decoding_threads = max(1, decoding.decoding_threads() // num_workers)
         self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
         if FAKE_LABEL not in self.labels:
             raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
 
-    def probe(self, path):
-        """`probe_video`: frame count, fps and duration without decoding (VideoDecodeError if bad)."""
-        return self.decoding.probe_video(path)
-
     def predict(self, videos: Iterable, num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
-        a path, or the `VideoInfo` that `probe` returned for it, so that a caller who checked it first (the handler
+        a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the handler
         checks the duration) does not have the file demuxed again.
         """
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
@@ -166,11 +172,9 @@ class VideoScorer:
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
-            info = video if probed else self.probe(path)
+            info = video if probed else self.decoding.probe_video(path)
             indices = clip_frame_indices(info.total_frames, num_frames, num_clips, self.decoding.sample_frame_indices)
-            # The decode workers share the CPUs: each video gets its part of read_video's threads.
-            threads = max(1, self.decoding.decoding_threads() // self.num_workers)
-            decoded = self.decoding.read_video(info, indices=indices.reshape(-1), threads=threads)
+            decoded = self.decoding.read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
         except self.decoding.VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
             return VideoError(path, error.reason)
         clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -75,8 +74,7 @@ class VideoInfo:
     keyframe_indices: np.ndarray
     """Frames a decoder can start from, i.e. where seeking lands."""
     frame_pts: np.ndarray | None
-    """Presentation timestamp of every frame in `time_base` units; `None` when the container has none."""
-    time_base: Fraction | None
+    """Presentation timestamp of every frame in the stream's time base; `None` when the container has none."""
 
 
 @dataclass
@@ -94,11 +92,11 @@ class DecodedVideo:
 
 @contextmanager
 def _open_video(
-    path: str | os.PathLike, threads: int = 0
+    path: str | os.PathLike, threads: int
 ) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """
     Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `threads`: how
-    many threads FFmpeg decodes with (0: as many as it sees fit).
+    many threads FFmpeg decodes with.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -130,7 +128,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     videos because nothing but the first frame is decoded.
     """
     path = os.fspath(path)
-    with _open_video(path) as (container, stream):
+    # One thread: with more, FFmpeg decodes several packets ahead before the first frame comes out.
+    with _open_video(path, threads=1) as (container, stream):
         # What the container's own index promises; a file cut short delivers fewer packets than that.
         indexed_packets = len(stream.index_entries)
         demuxed_packets = 0
@@ -190,7 +189,6 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         timestamps=timestamps,
         keyframe_indices=keyframe_indices,
         frame_pts=frame_pts,
-        time_base=time_base,
     )
 
 
@@ -454,7 +452,8 @@ def _load_video(video, sample_indices: Callable[[int], Sequence[int]]) -> Decode
             video = video.detach().cpu()
             video = (video.float() if video.is_floating_point() else video).numpy()
         indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
-        frames = _rgb_uint8(video[indices])
+        # Indexing copies; frames already picked by the caller (do_sample_frames=False) are taken as they are.
+        frames = _rgb_uint8(video if np.array_equal(indices, np.arange(len(video))) else video[indices])
     else:
         raise TypeError(
             "A video must be a path to a video file or a frame folder, a list of PIL images, or a (T, H, W, C) / "
