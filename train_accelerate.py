@@ -368,10 +368,11 @@ def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def save_checkpoint(accelerator, checkpoints_dir: Path, trainer_state: dict) -> Path:
+def save_checkpoint(accelerator, checkpoints_dir: Path, trainer_state: dict, total_limit: int | None) -> Path:
     """
     accelerator.save_state into a staging folder; the main process adds trainer_state.json last and renames it into
-    place, so a run killed mid-save leaves only a staging folder that is never resumed from.
+    place, so a run killed mid-save leaves only a staging folder that is never resumed from. Then only the newest
+    `total_limit` checkpoints and the best one are kept.
     """
     name = f"{CHECKPOINT_PREFIX}{trainer_state['global_step']}"
     staging, final = checkpoints_dir / f".tmp-{name}", checkpoints_dir / name
@@ -382,6 +383,7 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, trainer_state: dict) -> 
         if final.exists():  # re-saved after resuming from an earlier checkpoint
             shutil.rmtree(final)
         staging.rename(final)
+        rotate_checkpoints(checkpoints_dir, total_limit, trainer_state["best_checkpoint"])
     accelerator.wait_for_everyone()
     return final
 
@@ -801,6 +803,9 @@ def main(argv=None):
         )
         if not skip_batches:
             state["epoch_loss_sum"], state["epoch_loss_count"] = 0.0, 0
+        # Summed on the device over the accumulation window, read once per optimizer step: reading each micro-batch's
+        # loss would make the host wait for the GPU before it prepares the next batch.
+        window_loss, window_batches = 0.0, 0
         for batch_index, batch in enumerate(epoch_dataloader, start=skip_batches):
             with accelerator.accumulate(model):
                 pixel_values = normalize_clips(augment_clips(batch["frames"], args.brightness_jitter), processor)
@@ -812,11 +817,13 @@ def main(argv=None):
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
-            state["epoch_loss_sum"] += loss.item()
-            state["epoch_loss_count"] += 1
+            window_loss, window_batches = window_loss + loss.detach(), window_batches + 1
             videos_seen += len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
+            state["epoch_loss_sum"] += window_loss.item()
+            state["epoch_loss_count"] += window_batches
+            window_loss, window_batches = 0.0, 0
             state["global_step"] += 1
             state["batch_in_epoch"] = batch_index + 1
             learning_rate = lr_scheduler.get_last_lr()[0]
@@ -837,9 +844,7 @@ def main(argv=None):
             last_batch = batch_index + 1 == len(train_dataloader)
             if args.checkpointing_steps and state["global_step"] % args.checkpointing_steps == 0 and not last_batch:
                 state["train_runtime"] = runtime_before + time.time() - start_time
-                save_checkpoint(accelerator, checkpoints_dir, {**state, "epoch": epoch})
-                if accelerator.is_main_process:
-                    rotate_checkpoints(checkpoints_dir, args.checkpoints_total_limit, state["best_checkpoint"])
+                save_checkpoint(accelerator, checkpoints_dir, {**state, "epoch": epoch}, args.checkpoints_total_limit)
             if state["global_step"] >= max_train_steps:
                 break
 
@@ -874,9 +879,8 @@ def main(argv=None):
             state.update(best_metric=value, best_checkpoint=checkpoint_name, best_epoch=epoch + 1)
         logger.info(f"Epoch {epoch + 1}: train loss {train_loss:.4f}, validation {json.dumps(json_ready(metrics))}")
         state["train_runtime"] = runtime_before + time.time() - start_time
-        save_checkpoint(accelerator, checkpoints_dir, {**state, "epoch": epoch + 1, "batch_in_epoch": 0})
-        if accelerator.is_main_process:
-            rotate_checkpoints(checkpoints_dir, args.checkpoints_total_limit, state["best_checkpoint"])
+        checkpoint_state = {**state, "epoch": epoch + 1, "batch_in_epoch": 0}
+        save_checkpoint(accelerator, checkpoints_dir, checkpoint_state, args.checkpoints_total_limit)
     progress_bar.close()
 
     # Export the best checkpoint, evaluated once more so that every reported number belongs to the exported weights.
