@@ -72,14 +72,20 @@ def _read_manifest(manifest: Path) -> dict[str, datasets.Dataset]:
     videos = [str(manifest.parent / path) for path in table[video_column]]
     labels = [parse_label(label, f"{manifest}, row {row + 1}") for row, label in enumerate(table["label"])]
     splits = table["split"] if "split" in table.column_names else ["train"] * len(videos)
-    return _group_by_split(videos, labels, [str(split).strip().lower() for split in splits])
+    return _group_by_split(videos, labels, splits)
+
+
+def _split_name(name) -> str:
+    """The table name of a split as a manifest, a folder or a Hub dataset names it ("val", "Valid" -> "validation")."""
+    name = str(name).strip().lower()
+    return "validation" if name in VALIDATION_SPLIT_NAMES else name
 
 
 def _group_by_split(videos, labels, splits) -> dict[str, datasets.Dataset]:
+    names = [_split_name(split) for split in splits]
     tables = {}
-    for split in sorted(set(splits)):
-        name = "validation" if split in VALIDATION_SPLIT_NAMES else split
-        rows = [row for row, row_split in enumerate(splits) if row_split == split]
+    for name in sorted(set(names)):
+        rows = [row for row, row_name in enumerate(names) if row_name == name]
         tables[name] = _video_table([videos[row] for row in rows], [labels[row] for row in rows])
     return tables
 
@@ -102,8 +108,7 @@ def load_video_tables(source: str | os.PathLike) -> dict[str, datasets.Dataset]:
     tables = {}
     for folder in sorted(path for path in source.iterdir() if path.is_dir()):
         if any((folder / name).is_dir() for name in CLASS_NAMES):
-            name = folder.name.lower()
-            tables["validation" if name in VALIDATION_SPLIT_NAMES else name] = _scan_class_folders(folder)
+            tables[_split_name(folder.name)] = _scan_class_folders(folder)
     if not tables:
         raise ValueError(f"{source}: expected real/ and fake/ subfolders (or train/ and validation/ holding them)")
     return tables
@@ -132,7 +137,7 @@ def load_hub_video_tables(
             for label in table[label_column]
         ]
         labels = [parse_label(label, f"{name} [{split}], row {row + 1}") for row, label in enumerate(raw_labels)]
-        tables["validation" if split in VALIDATION_SPLIT_NAMES else split] = _video_table(videos, labels)
+        tables[_split_name(split)] = _video_table(videos, labels)
     return tables
 
 
@@ -272,7 +277,7 @@ class FrameCache:
         if new:
             self._decode_new_shard(list(new.values()), list(new.keys()), num_proc)
             frames, row_of_key = self._open()
-        errors = frames.select_columns(["error"])["error"] if frames is not None else []
+        errors = frames.select_columns(["error"]).to_dict()["error"] if frames is not None else []
         rows, failures = [], []
         for key in keys:
             row = row_of_key[key]
