@@ -210,6 +210,7 @@ _SEEK_ATTEMPTS = 3
 _CODECS_SKIPPING_NON_REFERENCE_FRAMES = {"h264", "mpeg1video", "mpeg2video", "mpeg4"}
 # FFmpeg's own cap on the threads it picks: more decoders than this mostly hold more frames in memory.
 _MAX_DEFAULT_THREADS = 16
+DECODE_THREADS_VARIABLE = "DFD_DECODE_THREADS"
 
 
 def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
@@ -308,9 +309,12 @@ def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> di
 
 def decoding_threads() -> int:
     """
-    How many threads `read_video` decodes with by default: one per CPU this process may run on (a container or
-    `taskset` may allow fewer than the machine has), at most 16.
+    How many threads `read_video` decodes with by default: `DFD_DECODE_THREADS` when set (e.g. a container's CPU quota,
+    which the CPU count does not show, or a worker process's share), else one per CPU this process may run on
+    (`taskset` may allow fewer than the machine has), at most 16.
     """
+    if os.environ.get(DECODE_THREADS_VARIABLE):
+        return max(1, int(os.environ[DECODE_THREADS_VARIABLE]))
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(cpus, _MAX_DEFAULT_THREADS)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .configuration_dfd import DFDConfig
-from .processing_dfd import VideoDecodeError
+from .processing_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
 
 
 logger = logging.getLogger(__name__)
@@ -180,8 +180,13 @@ def _file_identity(path: str):
         return None  # missing: decoding will report it, and a file that appears later gets a new key
 
 
-def _decode_clip(example, processor):
-    """datasets.map function: the resized uint8 frames (T, 3, S, S) of one video, or the one-line reason it failed."""
+def _decode_clip(example, processor, decode_threads: int | None = None):
+    """
+    datasets.map function: the resized uint8 frames (T, 3, S, S) of one video, or the one-line reason it failed.
+    decode_threads: this worker process's share of the CPUs for decoding (the processor has no argument for it).
+    """
+    if decode_threads is not None:
+        os.environ[DECODE_THREADS_VARIABLE] = str(decode_threads)
     try:
         pixel_values = processor(videos=example["video"], do_rescale=False, do_normalize=False, return_tensors="pt")
         return {"frames": pixel_values["pixel_values"][0].numpy(), "error": None}
@@ -235,8 +240,10 @@ class FrameCache:
         return frames, row_of_key
 
     def _decode(self, videos: list[str], keys: list[str], num_proc: int | None, cache_file: Path) -> datasets.Dataset:
+        # Worker processes share the CPUs; decoding in this process may use them all.
+        decode_threads = max(1, decoding_threads() // num_proc) if num_proc else None
         return datasets.Dataset.from_dict({"key": keys, "video": videos}).map(
-            partial(_decode_clip, processor=self.processor),
+            partial(_decode_clip, processor=self.processor, decode_threads=decode_threads),
             remove_columns=["video"],
             features=self.features,
             num_proc=num_proc,

@@ -24,6 +24,7 @@ from dfd.processing_dfd import (
     DFDVideoProcessor,
     VideoDecodeError,
     _split_at_keyframes,
+    decoding_threads,
     load_video_frames,
     probe_video,
     read_video,
@@ -142,6 +143,16 @@ def test_decoders_side_by_side_split_the_work_at_keyframes_without_overlap(make_
     assert _split_at_keyframes(info, wanted, 2) == [wanted[:6], wanted[6:]]
     with pytest.raises(ValueError, match="threads must be at least 1"):
         read_video(path, threads=0)
+
+
+def test_the_decoding_thread_budget_can_be_set_for_the_process(make_video, monkeypatch):
+    # A container's CPU quota does not show in the CPU count, so the budget can be given explicitly.
+    monkeypatch.setenv("DFD_DECODE_THREADS", "3")
+    assert decoding_threads() == 3
+    path = make_video("clip.mp4", barcode_frames(90), gop=30)
+    assert [read_barcode(frame) for frame in read_video(path).frames] == sample_frame_indices(90, 12).tolist()
+    monkeypatch.delenv("DFD_DECODE_THREADS")
+    assert 1 <= decoding_threads() <= 16
 
 
 def test_a_stream_without_timestamps_is_read_by_counting_frames(make_video):
