@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import datasets
@@ -329,6 +329,12 @@ def normalize_clips(frames: torch.Tensor, processor) -> torch.Tensor:
     uint8 (or [0, 255] float) clips (B, T, 3, H, W) -> model input, with the processor's own rescale factor, mean and
     std: the cache holds the processor's resized frames, so this finishes exactly what `processor(videos)` does.
     """
-    mean = torch.tensor(processor.image_mean, device=frames.device).view(1, 1, 3, 1, 1)
-    std = torch.tensor(processor.image_std, device=frames.device).view(1, 1, 3, 1, 1)
+    mean, std = _channel_constants((tuple(processor.image_mean), tuple(processor.image_std)), frames.device)
     return (frames.float() * processor.rescale_factor - mean) / std
+
+
+@lru_cache
+def _channel_constants(values: tuple[tuple[float, ...], ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per-channel constants as (1, 1, 3, 1, 1) tensors on `device`, copied there once rather than every batch (each
+    copy from host memory would make the host wait for the GPU)."""
+    return tuple(torch.tensor(value, device=device).view(1, 1, -1, 1, 1) for value in values)
