@@ -25,12 +25,18 @@ FAKE_LABEL = "fake"
 
 @dataclass
 class ClipScore:
-    """One clip of `num_frames` evenly spaced frames; `start`/`end` are the times (s) of its first and last frame."""
+    """One clip of `num_frames` evenly spaced frames, the time (s) of each and the clip's class probabilities."""
 
-    start: float | None
-    end: float | None
     timestamps: list[float | None]
     scores: dict[str, float]
+
+    @property
+    def start(self) -> float | None:
+        return self.timestamps[0]
+
+    @property
+    def end(self) -> float | None:
+        return self.timestamps[-1]
 
 
 @dataclass
@@ -43,11 +49,17 @@ class VideoPrediction:
     path: str
     label: str
     scores: dict[str, float]
-    fake_probability: float
-    max_fake_probability: float
     most_suspicious_clip: int
     duration: float | None
     clips: list[ClipScore]
+
+    @property
+    def fake_probability(self) -> float:
+        return self.scores[FAKE_LABEL]
+
+    @property
+    def max_fake_probability(self) -> float:
+        return self.clips[self.most_suspicious_clip].scores[FAKE_LABEL]
 
     def to_dict(self) -> dict:
         suspicious = self.clips[self.most_suspicious_clip]
@@ -204,13 +216,11 @@ class VideoScorer:
         clips = []
         for clip, clip_probabilities in enumerate(probabilities.tolist()):
             times = [_seconds(time) for time in video.timestamps[clip].tolist()]
-            clips.append(ClipScore(times[0], times[-1], times, dict(zip(self.labels, clip_probabilities))))
+            clips.append(ClipScore(times, dict(zip(self.labels, clip_probabilities))))
         return VideoPrediction(
             path=video.path,
             label=self.labels[int(mean.argmax())],
             scores=dict(zip(self.labels, mean.tolist())),
-            fake_probability=float(fake.mean()),
-            max_fake_probability=float(fake.max()),
             most_suspicious_clip=int(fake.argmax()),
             duration=_seconds(video.duration),
             clips=clips,
