@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 CLASS_NAMES = tuple(name for _, name in sorted(DFDConfig().id2label.items()))  # ("real", "fake"): label 0 and 1
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 # Bump when the layout of the cached frames changes, so old caches are not read with a new meaning.
-FRAME_CACHE_VERSION = 1
+FRAME_CACHE_VERSION = 2
 
 
 def parse_label(value, where: str) -> int:
@@ -196,7 +196,7 @@ def _decode_clip(example, processor, decode_threads: int | None = None):
 
 class FrameCache:
     """
-    The sampled, resized frames of every video seen so far, in `save_to_disk` shards under
+    The sampled, resized frames of every video seen so far, in shards (folders of Arrow files) under
     `cache_dir/frames-<T>x<H>x<W>-<settings>/`. A video's key is its absolute path plus size and mtime, so an edited
     or replaced file is decoded again. Failures are cached too (with their reason), so a corrupt file is not retried
     on every run. A shard becomes visible only once completely written (staging dir + rename).
@@ -233,7 +233,9 @@ class FrameCache:
         shards = sorted(self.directory.glob("shard-*")) if self.directory.is_dir() else []
         if not shards:
             return None, {}
-        frames = datasets.concatenate_datasets([datasets.load_from_disk(str(shard)) for shard in shards])
+        frames = datasets.concatenate_datasets(
+            [datasets.Dataset.from_file(str(table)) for shard in shards for table in sorted(shard.glob("*.arrow"))]
+        )
         row_of_key = {}
         for row, key in enumerate(frames["key"]):
             row_of_key.setdefault(key, row)
@@ -268,8 +270,13 @@ class FrameCache:
                 # without a Python error. Decoding in this process works, only slower.
                 logger.warning(f"Parallel decoding failed ({error}); decoding in the main process instead")
                 decoded = self._decode(videos, keys, None, staging / "serial.arrow")
-            decoded.save_to_disk(str(staging / "shard"))
-            (staging / "shard").rename(self.directory / f"shard-{uuid.uuid4().hex}")
+            # The files `map` wrote become the shard as they are: writing the frames a second time would need twice
+            # the disk space at its peak.
+            shard = staging / "shard"
+            shard.mkdir()
+            for table in decoded.cache_files:
+                Path(table["filename"]).rename(shard / Path(table["filename"]).name)
+            shard.rename(self.directory / f"shard-{uuid.uuid4().hex}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
