@@ -380,9 +380,7 @@ def export_detector(model, output: Path) -> Path:
 
 
 def describe(model) -> str:
-    total = sum(parameter.numel() for parameter in model.parameters())
-    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-    return f"{total:,} parameters, {trainable:,} trainable"
+    return f"{model.num_parameters():,} parameters, {model.num_parameters(only_trainable=True):,} trainable"
 
 
 def run_init(args) -> int:

@@ -496,8 +496,7 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
             if math.isfinite(metrics[name])
         ],
     )
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
     adapters = (
         f"in {len(config.adapter_layers)} of {config.vision_config.num_hidden_layers} blocks"
         if config.adapter_layers
@@ -742,8 +741,7 @@ def main(argv=None):
     accelerator.init_trackers("dfd", config=tracker_config)
 
     unwrapped = accelerator.unwrap_model(model)
-    num_trainable = sum(p.numel() for p in unwrapped.parameters() if p.requires_grad)
-    num_total = sum(p.numel() for p in unwrapped.parameters())
+    num_trainable, num_total = unwrapped.num_parameters(only_trainable=True), unwrapped.num_parameters()
     data_counts = {"train": class_counts(table["label"]), "validation": class_counts(validation_table["label"])}
     effective_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
