@@ -10,7 +10,6 @@ The cache is filled once from generated videos (benchmarks/.cache). Goal: feed >
 import time
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from bench_decode import VideoSpec, ensure_video

@@ -93,3 +93,22 @@ def tiny_detector_dir(tmp_path_factory, tiny_clip_dir):
             if ".adapter." in name or name.startswith("classifier."):
                 parameter.normal_(std=0.5)
     return save_detector(model, processor_for(model.config), tmp_path_factory.mktemp("tiny_detector") / "detector")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_scores(tiny_detector_dir):
+    """
+    Class probabilities ({label: probability} per video) of the tiny detector loaded as users load it (Auto classes,
+    remote code) and run as processor + model: the reference the pipeline, `dfd predict` and the endpoint must match.
+    """
+    from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
+    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+
+    def scores(paths) -> list[dict[str, float]]:
+        with torch.no_grad():
+            probabilities = model(**processor([str(path) for path in paths], return_tensors="pt")).logits.softmax(-1)
+        return [dict(zip(model.config.id2label.values(), row)) for row in probabilities.tolist()]
+
+    return scores

@@ -12,8 +12,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
 from conftest import REPO_ROOT, numbered_frames, write_video
 
@@ -105,7 +103,7 @@ def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], **environment)
 
 
 def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
-    endpoint_dir, served_videos, tiny_detector_dir
+    endpoint_dir, served_videos, tiny_detector_scores
 ):
     folder, url = served_videos
     short, long, large = folder / "short.mp4", folder / "long.mp4", folder / "large.mp4"
@@ -138,11 +136,8 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     too_large, too_large_url, too_long, not_base64, not_video, many = responses
 
     # Same numbers as processor + model in this process, sorted by score.
-    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True).eval()
-    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
-    with torch.no_grad():
-        probabilities = model(**processor(str(short), return_tensors="pt")).logits.softmax(-1)[0].tolist()
-    expected = sorted(zip(model.config.id2label.values(), probabilities), key=lambda item: item[1], reverse=True)
+    (scores,) = tiny_detector_scores([short])
+    expected = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     assert [entry["label"] for entry in plain] == [label for label, _ in expected]
     assert [entry["score"] for entry in plain] == pytest.approx([score for _, score in expected], abs=1e-5)
     assert by_url == plain  # the same bytes, however they arrive
