@@ -27,7 +27,7 @@ bench: install
 
 # Regenerate the root config.json / video_preprocessor_config.json from the code's defaults.
 configs: install
-	$(PY) -m dfd.hub_export
+	$(PY) -m dfd.tools.export
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

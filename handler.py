@@ -19,14 +19,16 @@ Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_B
 `DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_CLIPS` clips (default 32, as every clip's
 frames are held in memory), read from the environment or given to the constructor.
 
-The runtime imports this file from the repository root with that folder on `sys.path` and our package not installed,
-so it uses only sibling modules (inference.py) and loads the model and processor through the Auto classes with
-`trust_remote_code`. Videos are decoded by the sibling processing_dfd.py, the decoder `dfd predict` uses too.
+The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
+So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
+and the scorer (inference.py, with the decoder it imports, decoding_dfd.py) through the same custom-code loader, from
+the same folder. The installed package (`dfd.handler`) behaves alike on any exported folder.
 """
 
 import base64
 import binascii
 import os
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -35,9 +37,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
-
-import processing_dfd
-from inference import VideoError, VideoScorer, default_dtype
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 
 DEFAULT_MAX_INPUT_BYTES = 100_000_000
@@ -66,8 +66,9 @@ class EndpointHandler:
         path = path or str(Path(__file__).resolve().parent)
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
+        self.inference = sys.modules[get_class_from_dynamic_module("inference.VideoScorer", path).__module__]
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.scorer = VideoScorer(model, processor, processing_dfd, device=device, dtype=default_dtype(device))
+        self.scorer = self.inference.VideoScorer(model, processor, device=device, dtype=self.inference.default_dtype(device))
 
     def __call__(self, data: dict) -> list[dict]:
         parameters = data.get("parameters") or {}
@@ -82,8 +83,8 @@ class EndpointHandler:
 
         with self._video_file(data["inputs"]) as path:
             try:
-                info = processing_dfd.probe_video(path)
-            except processing_dfd.VideoDecodeError as error:  # its reason, not the temporary file's name
+                info = self.inference.probe_video(path)
+            except self.inference.VideoDecodeError as error:  # its reason, not the temporary file's name
                 raise ValueError(f"cannot read the video: {error.reason}") from None
             if info.duration is not None and info.duration > self.max_duration:
                 raise ValueError(
@@ -91,7 +92,7 @@ class EndpointHandler:
                     "(DFD_MAX_DURATION_SECONDS)"
                 )
             (prediction,) = self.scorer.predict([info], num_clips)  # probed once: the scorer reuses `info`
-        if isinstance(prediction, VideoError):
+        if isinstance(prediction, self.inference.VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
 
         ranked = sorted(prediction.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]

@@ -1,10 +1,8 @@
 """Score whole videos with a DFD detector: clips spread over each video, one decoding pass, batched forward passes.
 
-Shared by `dfd predict` and the Inference Endpoints handler (handler.py). It imports nothing from the `dfd` package,
-because the Endpoints runtime loads it as a top-level module next to handler.py with nothing installed. Decoding goes
-through the processing_dfd module the caller hands in (the package's for `dfd predict`, the sibling file for the
-handler), so there is one decoder for everything, and its API is the one this file was written against even when the
-model folder carries an older copy of processing_dfd.py.
+Shared by `dfd predict` and the Inference Endpoints handler (handler.py). Like the files the Hub loads, it imports its
+siblings relatively (the decoder, decoding_dfd.py), so it runs the same from the installed package and from an
+exported model folder, where the handler loads it through transformers' custom-code loader.
 """
 
 import functools
@@ -18,6 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .decoding_dfd import (
+    VideoDecodeError,
+    VideoInfo,
+    decoding_threads,
+    probe_video,
+    read_video,
+    sample_frame_indices,
+)
 
 
 FAKE_LABEL = "fake"
@@ -110,7 +117,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def clip_frame_indices(total_frames: int, num_frames: int, num_clips: int, sample_frame_indices) -> np.ndarray:
+def clip_frame_indices(total_frames: int, num_frames: int, num_clips: int) -> np.ndarray:
     """
     (num_clips, num_frames) frame indices: the video is cut into `num_clips` equal consecutive segments and each clip
     samples its segment evenly, so the clips tile the whole video and one clip is the model card's sampling.
@@ -147,16 +154,15 @@ class VideoScorer:
     in one pass.
     """
 
-    def __init__(self, model, processor, decoding, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
+    def __init__(self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.decoding = decoding  # the processing_dfd module: probe_video, read_video, sample_frame_indices
         # The decode workers share the CPUs: each video gets its part of read_video's threads.
-        self.decoding_threads = max(1, decoding.decoding_threads() // num_workers)
+        self.decoding_threads = max(1, decoding_threads() // num_workers)
         self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
         if FAKE_LABEL not in self.labels:
             raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
@@ -180,14 +186,14 @@ class VideoScorer:
 
     def _prepare(self, video, num_clips: int) -> _PreparedVideo | VideoError:
         """Decode every clip's frames in one pass over the file, then resize and normalise them with the processor."""
-        probed = isinstance(video, self.decoding.VideoInfo)
+        probed = isinstance(video, VideoInfo)
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
-            info = video if probed else self.decoding.probe_video(path)
-            indices = clip_frame_indices(info.total_frames, num_frames, num_clips, self.decoding.sample_frame_indices)
-            decoded = self.decoding.read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
-        except self.decoding.VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
+            info = video if probed else probe_video(path)
+            indices = clip_frame_indices(info.total_frames, num_frames, num_clips)
+            decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
+        except VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
             return VideoError(path, error.reason)
         clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))
         pixel_values = self.processor(clips, do_sample_frames=False, return_tensors="pt")["pixel_values"]

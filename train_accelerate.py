@@ -15,6 +15,7 @@ runs/ (tensorboard) and checkpoints/ (resumable with --resume_from_checkpoint).
 """
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -22,8 +23,17 @@ import os
 import platform
 import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
+
+
+if not __package__:
+    # Run as a file (`accelerate launch train_accelerate.py`): import the package this file sits in, a clone's root or
+    # the installed `dfd`, never another copy that happens to be installed.
+    _spec = importlib.util.spec_from_file_location("dfd", Path(__file__).resolve().with_name("__init__.py"))
+    sys.modules["dfd"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["dfd"])
 
 import datasets
 import evaluate
@@ -43,10 +53,12 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
-from dfd.hub_export import check_config_overrides, processor_for, save_detector, write_atomically
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
-from dfd.training_data import (
+from dfd.tools.export import check_config_overrides, processor_for, save_detector
+from dfd.tools.files import json_ready, parse_json_object, write_atomically, write_json
+from dfd.tools.plots import plot_roc_curve
+from dfd.tools.training_data import (
     CLASS_NAMES,
     CachedClips,
     FrameCache,
@@ -60,7 +72,7 @@ from dfd.training_data import (
 
 logger = get_logger(__name__)
 
-METRICS_PATH = Path(__file__).resolve().parent / "metrics" / "dfd_metrics"
+METRICS_PATH = Path(__file__).resolve().parent / "tools" / "metrics" / "dfd_metrics"
 LOWER_IS_BETTER = {"eer", "loss"}
 # Reported in the model card's model-index, with their display names.
 CARD_METRICS = {
@@ -226,24 +238,11 @@ def parse_args(argv=None):
             "(or `dfd init --config-overrides`)"
         )
     try:
-        args.config_overrides = parse_config_overrides(args.config_overrides)
+        args.config_overrides = parse_json_object(args.config_overrides) if args.config_overrides else {}
         check_config_overrides(args.config_overrides)
     except ValueError as error:
         parser.error(f"--config_overrides: {error}")
     return args
-
-
-def parse_config_overrides(value: str | None) -> dict:
-    if not value:
-        return {}
-    text = Path(value).read_text() if Path(value).is_file() else value
-    try:
-        overrides = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not JSON nor a JSON file ({error})") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f"expected a JSON object, got {text!r}")
-    return overrides
 
 
 def load_model_and_processor(args):
@@ -343,21 +342,6 @@ def is_improvement(value: float, best: float | None, metric_name: str) -> bool:
     return value < best if metric_name in LOWER_IS_BETTER else value > best
 
 
-def json_ready(value):
-    """Non-finite floats -> null, so the files are standard JSON (NaN is what sklearn gives for one-class sets)."""
-    if isinstance(value, dict):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, value):
-    write_atomically(path, json.dumps(json_ready(value), indent=2) + "\n")
-
-
 def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
     """Finished checkpoints, oldest first (by step). Staging folders and ones cut short by a crash are ignored."""
     found = []
@@ -428,33 +412,6 @@ def export_model(args, checkpoint: Path):
     model, _ = load_model_and_processor(args)
     model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
     return model
-
-
-def plot_roc_curve(labels: np.ndarray, scores: np.ndarray, metrics: dict, path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    figure, axes = plt.subplots(figsize=(5, 5))
-    if len(np.unique(labels)) == 2:
-        fpr, tpr, _ = roc_curve(labels, scores)
-        axes.plot(fpr, tpr, label=f"ROC AUC = {metrics['roc_auc']:.4f}")
-        axes.plot([metrics["eer"]], [1 - metrics["eer"]], "o", label=f"EER = {metrics['eer']:.4f}")
-    else:
-        axes.text(0.5, 0.5, "one class only: no ROC curve", ha="center")
-    axes.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
-    axes.set(
-        xlabel="False positive rate (real called fake)",
-        ylabel="True positive rate (fake detected)",
-        title=f"ROC on {len(labels)} videos",
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    axes.legend(loc="lower right")
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120, bbox_inches="tight"))
-    plt.close(figure)
 
 
 def describe_hardware(accelerator) -> str:

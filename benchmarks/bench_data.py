@@ -24,8 +24,8 @@ from common import (
     synchronize,
 )
 from dfd.configuration_dfd import DFDConfig
-from dfd.hub_export import processor_for
-from dfd.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
+from dfd.tools.export import processor_for
+from dfd.tools.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
 
 
 BRIGHTNESS_JITTER = 0.2

@@ -29,8 +29,8 @@ from common import (
     parse_arguments,
     report,
 )
-from dfd.processing_dfd import probe_video, read_video, sample_frame_indices
-from dfd.synthetic_videos import write_video
+from dfd.decoding_dfd import probe_video, read_video, sample_frame_indices
+from dfd.tools.synthetic_videos import write_video
 
 
 NUM_FRAMES = 12

@@ -1,13 +1,10 @@
 """Helpers shared by the benchmark scripts: timing, machine facts, ratio tables and atomic JSON output."""
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
-import sys
 import time
-import types
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -18,16 +15,10 @@ import torch
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
 
-# On a bare GPU machine the repository is a plain copy, not pip-installed: map the package name `dfd` onto the
-# repository root (the flat Hub-repo layout that pyproject.toml maps the same way).
-if importlib.util.find_spec("dfd") is None:
-    _package = types.ModuleType("dfd")
-    _package.__path__ = [str(REPO_ROOT)]
-    sys.modules["dfd"] = _package
 # Generated inputs (test videos, frame caches); gitignored, reused between runs. Tests point it elsewhere.
 CACHE_DIR = Path(os.environ.get("DFD_BENCHMARK_CACHE", BENCHMARKS_DIR / ".cache"))
 
-from dfd.hub_export import write_atomically  # noqa: E402  (needs the `dfd` name mapped above)
+from dfd.tools.files import write_atomically
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from dfd.synthetic_videos import write_video  # tests import it from here
+from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def tiny_detector_dir(tmp_path_factory, tiny_clip_dir):
     A tiny detector with random, trained-looking adapters and head, exported like a real one (model + processor +
     code files): it loads with trust_remote_code and is pipeline-ready.
     """
-    from dfd.hub_export import processor_for, save_detector
+    from dfd.tools.export import processor_for, save_detector
     from dfd.modeling_dfd import DFDForVideoClassification
 
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 from transformers.utils import logging as transformers_logging
 
 from conftest import numbered_frames, write_video
-from dfd.cli import main
+from dfd.tools.cli import main
 from dfd.modeling_dfd import resize_position_embeddings
 
 
@@ -25,7 +25,7 @@ SHORT_FRAMES, LONG_FRAMES = 40, 90  # 1.6 s and 3.6 s at 25 fps
 
 
 def dfd(*args):
-    command = [sys.executable, "-m", "dfd.cli", *map(str, args)]
+    command = [sys.executable, "-m", "dfd.tools.cli", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -102,10 +102,10 @@ def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, re
 
 
 def test_predict_decodes_with_the_package_not_the_model_folders_copy(tiny_detector_dir, videos, tmp_path):
-    """A model exported by an older release carries an older processing_dfd.py: `dfd predict` must not depend on it."""
+    """A model exported by an older release carries an older decoding_dfd.py: `dfd predict` must not depend on it."""
     model_dir = tmp_path / "older_export"
     shutil.copytree(tiny_detector_dir, model_dir)
-    with open(model_dir / "processing_dfd.py", "a") as file:
+    with open(model_dir / "decoding_dfd.py", "a") as file:
         file.write("\n\ndef read_video(*args, **kwargs):\n    raise RuntimeError('the model folder decoder ran')\n")
     result = dfd("predict", videos / "short.mp4", "--model", model_dir, "--format", "json", "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -196,7 +196,7 @@ def test_predict_splits_videos_between_processes_and_merges_them(
     """What `accelerate launch` does on GPUs, here as two CPU processes (gloo) started by torchrun."""
     output = tmp_path / "merged.csv"
     paths = in_folder(videos, "short.mp4", "truncated.mp4", "sub/long.mp4")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dfd.cli", "predict"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dfd.tools.cli", "predict"]
     result = subprocess.run(
         [*launch, *paths, "--model", str(tiny_detector_dir), "--output", str(output), "--device", "cpu"],
         capture_output=True,

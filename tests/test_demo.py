@@ -14,9 +14,9 @@ from scipy.stats import ks_2samp
 from transformers import pipeline
 
 from conftest import REPO_ROOT
-from dfd.demo import FAST, MARKER_NAME, MODELS, DemoError, prepare_output_dir
-from dfd.processing_dfd import load_video_frames
-from dfd.synthetic_videos import TextureSettings, frame_statistics, write_dataset
+from dfd.tools.demo import FAST, MARKER_NAME, MODELS, DemoError, prepare_output_dir
+from dfd.decoding_dfd import load_video_frames
+from dfd.tools.synthetic_videos import TextureSettings, frame_statistics, write_dataset
 
 
 SETTINGS = TextureSettings()
@@ -94,7 +94,7 @@ def test_output_dir_is_cleared_only_when_the_demo_made_it(tmp_path):
 def fast_demo(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo") / "demo_output"
     result = subprocess.run(
-        [sys.executable, "-m", "dfd.demo", "--fast", "--output-dir", str(output_dir)],
+        [sys.executable, "-m", "dfd.tools.demo", "--fast", "--output-dir", str(output_dir)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

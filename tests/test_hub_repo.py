@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForVideoClassification, AutoVideoProcessor, pipeline
 
 from conftest import REPO_ROOT, numbered_frames
-from dfd.hub_export import default_root_configs, save_detector
+from dfd.tools.export import default_root_configs, save_detector
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 

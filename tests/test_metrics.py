@@ -1,4 +1,4 @@
-"""The local evaluate module metrics/dfd_metrics, checked against scikit-learn (and SciPy for the EER) and by hand."""
+"""The local evaluate module tools/metrics/dfd_metrics, checked against scikit-learn (and SciPy for the EER) and by hand."""
 
 import math
 
@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 @pytest.fixture(scope="module")
 def dfd_metrics():
     # A path, not a Hub name: works offline (conftest sets HF_HUB_OFFLINE=1).
-    return evaluate.load(str(REPO_ROOT / "metrics" / "dfd_metrics"), keep_in_memory=True)
+    return evaluate.load(str(REPO_ROOT / "tools" / "metrics" / "dfd_metrics"), keep_in_memory=True)
 
 
 def random_case(seed, size=200, fake_share=0.8, decimals=None):

@@ -20,8 +20,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.video_utils import load_video
 
 from conftest import REPO_ROOT, barcode_frames, numbered_frames, read_barcode, write_video
-from dfd.processing_dfd import (
-    DFDVideoProcessor,
+from dfd.processing_dfd import DFDVideoProcessor
+from dfd.decoding_dfd import (
     VideoDecodeError,
     _split_at_keyframes,
     decoding_threads,
@@ -552,7 +552,9 @@ def test_auto_video_processor_round_trip_with_remote_code(tmp_path, make_video):
     config = json.loads((saved / "video_preprocessor_config.json").read_text())
     assert config["auto_map"] == {"AutoVideoProcessor": "processing_dfd.DFDVideoProcessor"}
     assert config["size"] == {"height": 384, "width": 384} and config["do_center_crop"] is False
-    assert (saved / "processing_dfd.py").read_text() == (REPO_ROOT / "processing_dfd.py").read_text()
+    # The decoder it imports relatively travels with it.
+    for name in ("processing_dfd.py", "decoding_dfd.py"):
+        assert (saved / name).read_text() == (REPO_ROOT / name).read_text()
 
     # A Hub repo holds just these flat files: load from a fresh copy so nothing resolves to the installed package.
     hub_copy = tmp_path / "hub_copy"

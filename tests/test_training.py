@@ -22,10 +22,10 @@ from safetensors import safe_open
 
 from conftest import REPO_ROOT, write_video
 from dfd.configuration_dfd import DFDConfig
-from dfd.hub_export import processor_for
+from dfd.tools.export import processor_for
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.train_accelerate import parse_args
-from dfd.training_data import FrameCache, augment_clips, load_hub_video_tables, load_video_tables, normalize_clips
+from dfd.tools.training_data import FrameCache, augment_clips, load_hub_video_tables, load_video_tables, normalize_clips
 
 
 TINY_CONFIG = '{"image_size": 48, "adapter_bottleneck": 8, "num_frames": 4}'

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .configuration_dfd import DFDConfig
+from ..configuration_dfd import DFDConfig
 
 
 # Folder names of the classes, in label order (0 = real, 1 = fake), as the detector's config names them.

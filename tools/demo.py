@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-TRAIN_SCRIPT = Path(__file__).resolve().parent / "train_accelerate.py"
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train_accelerate.py"
 # Written into --output-dir, so that a re-run only ever clears a folder the demo made itself.
 MARKER_NAME = ".dfd-demo"
 SPLITS = ("train", "validation", "test")
@@ -114,7 +114,7 @@ def prepare_output_dir(output_dir: Path):
 
 def synthesize_videos(data_dir: Path, settings: DemoSettings, seed: int) -> dict:
     """Every split's mp4 files, then the per-frame and frame-to-frame statistics of the test split by class."""
-    from .processing_dfd import load_video_frames
+    from ..decoding_dfd import load_video_frames
     from .synthetic_videos import CLASS_NAMES, TextureSettings, frame_statistics, write_dataset
 
     textures = TextureSettings(size=settings.video_size, num_frames=settings.video_frames)
@@ -253,7 +253,7 @@ def run(args) -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from .hub_export import write_atomically
+    from .files import write_atomically
 
     started = time.time()
     settings = FAST if args.fast else FULL
@@ -355,7 +355,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dfd.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m dfd.tools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

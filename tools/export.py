@@ -1,43 +1,24 @@
-"""Write what users keep without ever leaving it half-written: Hub-ready detector folders and single files."""
+"""Hub-ready detector folders: the model, its processor and code, written in one step, plus the root configs."""
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import BinaryIO
+
+from transformers.dynamic_module_utils import get_relative_import_files
+
+from .files import UMASK, write_atomically
 
 
-def _read_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# Read once at import: setting the umask to read it is not thread-safe (decode threads may be creating files).
-_UMASK = _read_umask()
-
-
-def write_atomically(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:
-    """
-    Write `content` (text, bytes, or a function that writes into a binary file, e.g. `figure.savefig`) to a temporary
-    file next to `path`, then rename it into place: readers see the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            if callable(content):
-                content(file)
-            else:
-                file.write(content.encode("utf-8") if isinstance(content, str) else content)
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the mode `open()` would
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTION = "dfd-detector"
+# What an Inference Endpoint loads from the exported folder (handler.py), besides the model and processor code.
+ENDPOINT_FILES = ("handler.py", "inference.py")
+# The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
+# Endpoints container (its CUDA build), so it is not listed.
+ENDPOINT_REQUIREMENTS = ("transformers", "torchvision", "av", "safetensors", "huggingface_hub", "numpy", "pillow")
 
 
 def check_config_overrides(overrides: dict) -> None:
@@ -46,7 +27,7 @@ def check_config_overrides(overrides: dict) -> None:
 
     from transformers import PreTrainedConfig
 
-    from .configuration_dfd import DFDConfig
+    from ..configuration_dfd import DFDConfig
 
     known = set(inspect.signature(DFDConfig.__init__).parameters) | set(
         inspect.signature(PreTrainedConfig.__init__).parameters
@@ -58,29 +39,58 @@ def check_config_overrides(overrides: dict) -> None:
 
 def processor_for(config):
     """The video processor that matches a detector config: frames resized to its image_size, its num_frames."""
-    from .processing_dfd import DFDVideoProcessor
+    from ..processing_dfd import DFDVideoProcessor
 
     size = config.image_size
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
+def endpoint_requirements() -> str:
+    """requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here."""
+    wanted = {name.replace("_", "-") for name in ENDPOINT_REQUIREMENTS}
+    lines = []
+    for requirement in metadata.requires(DISTRIBUTION) or ():
+        if ";" in requirement:  # an extra's requirement
+            continue
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group().replace("_", "-").lower()
+        if name in wanted:
+            lines.append(requirement.replace(" ", ""))
+    return "".join(f"{line}\n" for line in sorted(lines, key=str.lower))
+
+
+def _copy_endpoint_files(folder: Path):
+    """handler.py, inference.py and the siblings they import relatively (once the processor's are there already)."""
+    needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
+    for name in ENDPOINT_FILES:
+        needed.update(Path(path) for path in get_relative_import_files(str(PACKAGE_ROOT / name)))
+    for path in sorted(needed):
+        shutil.copyfile(path, folder / path.name)
+    (folder / "requirements.txt").write_text(endpoint_requirements(), encoding="utf-8")
+
+
 def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:
     """
-    Save `model` (safetensors, config.json, configuration_dfd.py, modeling_dfd.py) and `processor`
-    (video_preprocessor_config.json, processing_dfd.py) into `output_dir`, plus README.md when given.
+    Save a deployable Hub repo into `output_dir`: `model` (model.safetensors, config.json, configuration_dfd.py,
+    modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py), the Inference
+    Endpoints files (handler.py, inference.py, requirements.txt), and README.md when given.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
-    export, and an existing export is replaced only once the new one is complete.
+    export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
+    gives new files (safetensors creates its file private, which a serving container run as another user can't read).
     """
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    staging.chmod(0o777 & ~_UMASK)  # mkdtemp's private 0700 would carry over to the published folder
+    staging.chmod(0o777 & ~UMASK)  # mkdtemp's private 0700 would carry over to the published folder
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        _copy_endpoint_files(staging)
         if readme is not None:
             (staging / "README.md").write_text(readme, encoding="utf-8")
+        for path in staging.iterdir():
+            if path.is_file():
+                path.chmod(0o666 & ~UMASK)
         if output_dir.exists():
             previous = output_dir.with_name(f".{output_dir.name}.old-{staging.name.rsplit('-', 1)[-1]}")
             output_dir.rename(previous)
@@ -100,7 +110,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
 
 def default_root_configs() -> dict[str, str]:
     """The JSON files of the full-size default detector, as `save_pretrained` writes them, keyed by file name."""
-    from .configuration_dfd import DFDConfig
+    from ..configuration_dfd import DFDConfig
 
     config = DFDConfig(architectures=["DFDForVideoClassification"])
     with tempfile.TemporaryDirectory() as staging:
@@ -113,7 +123,7 @@ def default_root_configs() -> dict[str, str]:
         }
 
 
-def write_root_configs(repo_root=Path(__file__).resolve().parent) -> None:
+def write_root_configs(repo_root=Path(__file__).resolve().parents[1]) -> None:
     """Regenerate config.json and video_preprocessor_config.json at the repo root (`make configs`)."""
     for name, text in default_root_configs().items():
         write_atomically(Path(repo_root) / name, text)

@@ -19,8 +19,10 @@ import re
 import sys
 from pathlib import Path
 
-from dfd import demo
-from dfd.hub_export import check_config_overrides, processor_for, save_detector, write_atomically
+from . import demo
+from .export import check_config_overrides, processor_for, save_detector
+from .files import write_atomically
+from .plots import write_plot
 
 
 DEFAULT_MODEL = "Arko007/deepfake-detector-dfd-sota"
@@ -70,7 +72,7 @@ def expand_inputs(patterns: list[str]) -> list:
     Video paths from files, folders (searched recursively for video extensions) and glob patterns, in the order
     given, without duplicates. An input that names nothing becomes a `VideoError` in its place.
     """
-    from dfd.inference import VideoError
+    from ..inference import VideoError
 
     entries, seen = [], set()
 
@@ -115,34 +117,6 @@ def plot_file_names(videos: list[str]) -> list[str]:
         counts[stem] = counts.get(stem, 0) + 1
         names.append(f"{stem}.png" if counts[stem] == 1 else f"{stem}-{counts[stem]}.png")
     return names
-
-
-def write_plot(record: dict, path: Path):
-    """A PNG of each clip's fake probability along the video's time line, the most suspicious clip shaded."""
-    from matplotlib.figure import Figure  # a bare Figure renders with Agg: no GUI backend, no pyplot state
-
-    figure = Figure(figsize=(8, 3), layout="constrained")
-    axes = figure.subplots()
-    clips = record["clips"]
-    fake = [clip["fake_probability"] for clip in clips]
-    if all(clip["start"] is not None and clip["end"] is not None for clip in clips):
-        middles = [(clip["start"] + clip["end"]) / 2 for clip in clips]
-        axes.hlines(fake, [clip["start"] for clip in clips], [clip["end"] for clip in clips], lw=3)
-        suspicious = record["most_suspicious"]
-        axes.axvspan(suspicious["start"], suspicious["end"], color="tab:red", alpha=0.15, label="most suspicious clip")
-        axes.set_xlabel("time (s)")
-        if record["duration"]:
-            axes.set_xlim(0, record["duration"])
-    else:  # a file without frame timing
-        middles = list(range(1, len(clips) + 1))
-        axes.set_xlabel("clip")
-    axes.plot(middles, fake, marker="o", color="tab:blue")
-    axes.axhline(0.5, color="gray", linestyle="--", lw=1, label="decision threshold")
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("fake probability")
-    axes.set_title(f"{Path(record['path']).name}: {record['label']} (mean {record['fake_probability']:.3f})")
-    axes.legend(loc="best", fontsize="small")
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=100))
 
 
 def _time_range(start, end) -> str:
@@ -234,7 +208,7 @@ def resolve_device(name: str, state):
 def resolve_dtype(name: str, device):
     import torch
 
-    from dfd.inference import default_dtype
+    from ..inference import default_dtype
 
     if name == "auto":
         return default_dtype(device)
@@ -252,8 +226,7 @@ def run_predict(args) -> int:
     from tqdm.auto import tqdm
     from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
-    from dfd import processing_dfd
-    from dfd.inference import VideoError, VideoScorer
+    from ..inference import VideoError, VideoScorer
 
     # Under `accelerate launch` (or torchrun), every process scores its share of the videos and the main one writes
     # the merged result. Without GPUs, processes talk through gloo, which PartialState only picks with cpu=True.
@@ -276,7 +249,7 @@ def run_predict(args) -> int:
                 raise CommandError(f"--model {args.model}: {error}") from None
         if args.compile:
             model.compile_blocks()
-        scorer = VideoScorer(model, processor, processing_dfd, device, dtype, args.batch_size, args.num_workers)
+        scorer = VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
     plot_names = plot_file_names([path for _, path in videos]) if args.plot else None
 
     scored = {}  # input index -> record, for this process's share
@@ -367,7 +340,7 @@ def add_predict_parser(subparsers, parent):
 
 
 def check_overrides(overrides: dict):
-    """`dfd.hub_export.check_config_overrides`, reported as a usage error (exit status 2)."""
+    """`dfd.tools.export.check_config_overrides`, reported as a usage error (exit status 2)."""
     try:
         check_config_overrides(overrides)
     except ValueError as error:
@@ -375,7 +348,7 @@ def check_overrides(overrides: dict):
 
 
 def export_detector(model, output: Path) -> Path:
-    """The model plus the processor its config implies, as a Hub-ready folder (see `dfd.hub_export.save_detector`)."""
+    """The model plus the processor its config implies, as a Hub-ready folder (see `dfd.tools.export.save_detector`)."""
     return save_detector(model, processor_for(model.config), output)
 
 
@@ -384,7 +357,7 @@ def describe(model) -> str:
 
 
 def run_init(args) -> int:
-    from dfd.modeling_dfd import DFDForVideoClassification
+    from ..modeling_dfd import DFDForVideoClassification
 
     output = Path(args.output)
     refuse_to_overwrite(output, args.overwrite)
@@ -474,7 +447,7 @@ def map_legacy_state_dict(legacy: dict, target: dict) -> tuple[dict, list[str], 
     after any wrapper prefix. A tensor is used only where its shape fits (position embeddings are resized to the
     detector's patch grid). Returns (state dict to load, names of the tensors used, names ignored).
     """
-    from dfd.modeling_dfd import resize_position_embeddings
+    from ..modeling_dfd import resize_position_embeddings
 
     mapped, used, ignored = {}, [], []
     for key, tensor in legacy.items():
@@ -520,8 +493,8 @@ def run_convert(args) -> int:
 
     import torch
 
-    from dfd.configuration_dfd import DFDConfig
-    from dfd.modeling_dfd import DFDForVideoClassification
+    from ..configuration_dfd import DFDConfig
+    from ..modeling_dfd import DFDForVideoClassification
 
     if args.clip:
         model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)

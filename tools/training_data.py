@@ -20,8 +20,8 @@ import datasets
 import numpy as np
 import torch
 
-from .configuration_dfd import DFDConfig
-from .processing_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
+from ..configuration_dfd import DFDConfig
+from ..decoding_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
 
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,492 @@
+"""Video decoding for the deepfake detector: exact frames of any video file, frame folder or array, through PyAV.
+
+PyAV's wheels bundle FFmpeg, so users need neither `torchcodec` nor a system FFmpeg. The processor
+(processing_dfd.py), `dfd predict`, the Endpoints handler and training all decode through this file, and
+`sample_frame_indices` is the one sampling rule: `num_frames` frames spread evenly over the whole video, as the model
+was trained.
+"""
+
+import functools
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import PIL.Image
+import torch
+
+
+FRAME_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class VideoDecodeError(ValueError):
+    """A video file or frame folder that cannot be read, reported on one line as `<path>: <reason>`."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        # Keeping both parts in `args` lets the error cross process boundaries (e.g. DataLoader workers) intact.
+        super().__init__(str(path), " ".join(str(reason).split()))
+        self.path, self.reason = self.args
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
+    """
+    Indices of `num_frames` frames spread evenly from the first to the last frame, as in the model card's reference
+    `np.linspace(0, total - 1, num_frames, dtype=int)`. Shorter videos repeat frames evenly instead of failing.
+    """
+    if total_frames < 1:
+        raise ValueError(f"A video needs at least one frame, got total_frames={total_frames}.")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}.")
+    return np.linspace(0, total_frames - 1, num_frames).astype(np.int64)
+
+
+@dataclass
+class VideoInfo:
+    """
+    What a video file holds, read from its packets without decoding it (only the first frame is decoded, because
+    PyAV exposes the rotation metadata on frames only).
+
+    Frame `i` is the i-th frame in presentation order, the order in which `container.decode(video=0)` yields them.
+    """
+
+    path: str
+    total_frames: int
+    fps: float | None
+    duration: float | None
+    width: int
+    height: int
+    rotation: int
+    """Counter-clockwise degrees the frames are turned by for display; `width`/`height` are after that turn."""
+    timestamps: np.ndarray
+    """Presentation time of every frame, in seconds from the first frame."""
+    keyframe_indices: np.ndarray
+    """Frames a decoder can start from, i.e. where seeking lands."""
+    frame_pts: np.ndarray | None
+    """Presentation timestamp of every frame in the stream's time base; `None` when the container has none."""
+
+
+@dataclass
+class DecodedVideo:
+    """Decoded frames of one video: `frames[k]` is frame `indices[k]`, shown `timestamps[k]` seconds into the video."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    timestamps: np.ndarray | None
+    fps: float | None
+    duration: float | None
+    """As `probe_video` measures it; `None` for inputs that carry no timing (frame folders, images, arrays)."""
+    total_frames: int
+
+
+@contextmanager
+def _open_video(
+    path: str | os.PathLike, threads: int
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """
+    Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `threads`: how
+    many threads FFmpeg decodes with.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoDecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(path)
+    except av.FFmpegError as err:
+        raise VideoDecodeError(path, f"not a video FFmpeg can read ({err.strerror})") from err
+    with container:
+        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            raise VideoDecodeError(path, "no video stream")
+        stream = streams[0]
+        if stream.codec_context is None:
+            raise VideoDecodeError(path, "video codec not supported by this FFmpeg build")
+        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        try:
+            yield container, stream
+        except av.FFmpegError as err:
+            raise VideoDecodeError(path, f"corrupt or truncated video ({err.strerror})") from err
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """
+    Count the frames of a video file and time them exactly by demuxing its packets, which is cheap even for long
+    videos because nothing but the first frame is decoded.
+    """
+    path = os.fspath(path)
+    # One thread: with more, FFmpeg decodes several packets ahead before the first frame comes out.
+    with _open_video(path, threads=1) as (container, stream):
+        # What the container's own index promises; a file cut short delivers fewer packets than that.
+        indexed_packets = len(stream.index_entries)
+        demuxed_packets = 0
+        presentation_pts, is_keyframe = [], []
+        rotation = None
+        for packet in container.demux(stream):
+            if rotation is None:
+                # The last (empty) packet flushes the decoder, so even a one-frame video yields its frame.
+                rotation = next((frame.rotation for frame in packet.decode()), None)
+            if packet.size == 0:
+                continue
+            demuxed_packets += 1
+            if packet.is_discard:
+                # Marked by the container (e.g. an edit list) to be decoded as a reference but never shown.
+                continue
+            presentation_pts.append(packet.pts)
+            is_keyframe.append(packet.is_keyframe)
+        time_base = stream.time_base
+        rate = stream.average_rate or stream.guessed_rate
+        width, height = stream.codec_context.width, stream.codec_context.height
+
+    if demuxed_packets < indexed_packets:
+        raise VideoDecodeError(
+            path, f"truncated: the container indexes {indexed_packets} frames but only {demuxed_packets} can be read"
+        )
+    if not presentation_pts:
+        raise VideoDecodeError(path, "the video stream has no frames")
+    if rotation is None:
+        raise VideoDecodeError(path, "no frame could be decoded")
+
+    total_frames = len(presentation_pts)
+    fps = float(rate) if rate else None
+    frame_pts = None
+    if time_base is not None and None not in presentation_pts and len(set(presentation_pts)) == total_frames:
+        order = np.argsort(presentation_pts, kind="stable")
+        frame_pts = np.asarray(presentation_pts, dtype=np.int64)[order]
+        keyframe_indices = np.flatnonzero(np.asarray(is_keyframe)[order])
+        timestamps = (frame_pts - frame_pts[0]).astype(np.float64) * float(time_base)
+        duration = timestamps[-1] + (1 / fps if fps else 0.0)
+    else:
+        # Without presentation timestamps the only reliable order is the decoder's, so frames are counted, not timed.
+        keyframe_indices = np.flatnonzero(is_keyframe)
+        timestamps = np.arange(total_frames) / fps if fps else np.full(total_frames, np.nan)
+        duration = total_frames / fps if fps else None
+
+    rotation = 90 * round(rotation / 90) % 360
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(
+        path=path,
+        total_frames=total_frames,
+        fps=fps,
+        duration=duration,
+        width=width,
+        height=height,
+        rotation=rotation,
+        timestamps=timestamps,
+        keyframe_indices=keyframe_indices,
+        frame_pts=frame_pts,
+    )
+
+
+def _to_upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB pixels of a decoded frame, turned as the rotation metadata asks so faces are upright."""
+    array = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(frame.rotation / 90) % 4
+    return np.rot90(array, k=quarter_turns) if quarter_turns else array
+
+
+class _SeekMissed(Exception):
+    """Seeking cannot be trusted for this file, so frames must be counted from the start instead."""
+
+
+# Demuxers that seek by byte position (e.g. MPEG-TS) may land a keyframe late; retrying from earlier keyframes helps.
+_SEEK_ATTEMPTS = 3
+# Decoders whose non-reference frames no other frame uses, and which read `skip_frame` anew for every packet (AV1's
+# libdav1d reads it once, when it opens; HEVC's "sub-layer non-reference" frames may serve higher temporal layers).
+_CODECS_SKIPPING_NON_REFERENCE_FRAMES = {"h264", "mpeg1video", "mpeg2video", "mpeg4"}
+# FFmpeg's own cap on the threads it picks: more decoders than this mostly hold more frames in memory.
+_MAX_DEFAULT_THREADS = 16
+DECODE_THREADS_VARIABLE = "DFD_DECODE_THREADS"
+
+
+def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
+    """
+    Decode on from the container's position, skipping the frames no other frame refers to unless they are wanted:
+    nothing depends on such frames (B-frames, mostly), so the wanted ones come out bit-identical, sooner.
+    """
+    codec = stream.codec_context
+    skip_unwanted = codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
+    for packet in container.demux(stream):
+        if skip_unwanted:
+            codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+        yield from packet.decode()
+
+
+def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int, index_of_pts: dict, wanted_pts):
+    """Frames decoded from a seek that starts at or before keyframe `info.keyframe_indices[keyframe_position]`."""
+    keyframe = info.keyframe_indices[keyframe_position]
+    for position in range(keyframe_position, max(keyframe_position - _SEEK_ATTEMPTS, -1), -1):
+        container.seek(int(info.frame_pts[info.keyframe_indices[position]]), stream=stream, backward=True)
+        frames = _decode_from_here(container, stream, wanted_pts)
+        first_frame = next(frames, None)
+        first_index = None if first_frame is None else index_of_pts.get(first_frame.pts)
+        if first_index is not None and first_index <= keyframe:
+            return itertools.chain([first_frame], frames)
+    raise _SeekMissed
+
+
+def _decode_with_seeking(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+    """
+    Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
+    between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
+    """
+    index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
+    wanted_pts = {int(info.frame_pts[index]) for index in wanted}
+    decoded = {}
+    with _open_video(info.path, threads) as (container, stream):
+        frames = _decode_from_here(container, stream, wanted_pts)
+        next_index = 0
+        for target in wanted:
+            keyframe_position = np.searchsorted(info.keyframe_indices, target, side="right") - 1
+            if keyframe_position >= 0 and info.keyframe_indices[keyframe_position] > next_index:
+                frames = _seek_to_keyframe(container, stream, info, keyframe_position, index_of_pts, wanted_pts)
+            for frame in frames:
+                index = index_of_pts.get(frame.pts)
+                if index is None or index > target:
+                    # The decoder skipped or retimed frames, so timestamps no longer identify them.
+                    raise _SeekMissed
+                next_index = index + 1
+                if index == target:
+                    decoded[target] = _to_upright_rgb(frame)
+                    break
+            else:
+                raise VideoDecodeError(
+                    info.path, f"truncated: frame {target} of {info.total_frames} cannot be decoded"
+                )
+    return decoded
+
+
+def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list[list[int]]:
+    """
+    Split the `wanted` frames (ascending) into at most `groups` groups of about equal decoding cost, cut only where a
+    keyframe lies in between, so decoders working side by side never decode the same frames twice.
+    """
+    wanted = np.asarray(wanted)
+    # Where decoding of each wanted frame starts: its keyframe, or the first frame when no keyframe precedes it.
+    starts = np.concatenate([[0], info.keyframe_indices])
+    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
+    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
+    runs = np.split(wanted, first_of_run[1:])  # the wanted frames decoded from one keyframe on
+    cost = np.array([run[-1] - run_start + 1 for run, run_start in zip(runs, start[first_of_run])], dtype=np.float64)
+    # Each run joins the group its middle falls in when the total cost is cut into `groups` equal parts.
+    group_of_run = np.minimum((np.cumsum(cost) - cost / 2) * groups // cost.sum(), groups - 1).astype(int)
+    grouped = [[] for _ in range(groups)]
+    for run, group in zip(runs, group_of_run):
+        grouped[group].extend(run.tolist())
+    return [group for group in grouped if group]
+
+
+def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+    """
+    Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
+    by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
+    other, so this uses the cores better than one decoder's own threads, which must start over after every seek.
+    """
+    groups = _split_at_keyframes(info, wanted, threads)
+    decode_group = functools.partial(_decode_with_seeking, info, threads=threads // len(groups))
+    if len(groups) == 1:
+        return decode_group(wanted)
+    decoded = {}
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="dfd-decode") as pool:
+        for frames in pool.map(decode_group, groups):
+            decoded.update(frames)
+    return decoded
+
+
+def decoding_threads() -> int:
+    """
+    How many threads `read_video` decodes with by default: `DFD_DECODE_THREADS` when set (e.g. a container's CPU quota,
+    which the CPU count does not show, or a worker process's share), else one per CPU this process may run on
+    (`taskset` may allow fewer than the machine has), at most 16.
+    """
+    if os.environ.get(DECODE_THREADS_VARIABLE):
+        return max(1, int(os.environ[DECODE_THREADS_VARIABLE]))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cpus, _MAX_DEFAULT_THREADS)
+
+
+def _decode_in_order(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+    """Decode from the start and count frames, keeping only the `wanted` ones (ascending)."""
+    decoded = {}
+    wanted_set = set(wanted)
+    decoded_count = 0
+    with _open_video(info.path, threads) as (container, stream):
+        for frame in container.decode(stream):
+            if decoded_count in wanted_set:
+                decoded[decoded_count] = _to_upright_rgb(frame)
+                if len(decoded) == len(wanted):
+                    return decoded
+            decoded_count += 1
+    raise VideoDecodeError(info.path, f"truncated: only {decoded_count} of {info.total_frames} frames can be decoded")
+
+
+def read_video(
+    video: str | os.PathLike | VideoInfo,
+    indices: Sequence[int] | None = None,
+    num_frames: int = 12,
+    threads: int | None = None,
+) -> DecodedVideo:
+    """
+    Decode only the requested frames of a video file, in the requested order (indices may repeat or be unsorted).
+
+    `video` is a path, or the `VideoInfo` that `probe_video` returned for it: callers that needed the frame count to
+    choose `indices` pass it so the file is demuxed once, not twice.
+    Frame `i` is the i-th frame in presentation order, so the pixels are bit-identical to those of
+    `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
+    kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
+    `indices` defaults to `sample_frame_indices(total_frames, num_frames)`.
+    `threads`: how many threads decode (default: `decoding_threads()`). The wanted frames are shared between up to this
+    many decoders that start at different keyframes and work side by side; callers that decode several videos at once
+    give each a share.
+    """
+    info = video if isinstance(video, VideoInfo) else probe_video(video)
+    indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be a non-empty sequence of integers, got {indices!r}.")
+    if indices.min() < 0 or indices.max() >= info.total_frames:
+        raise IndexError(f"{info.path}: frame indices must lie in [0, {info.total_frames}), got {indices.tolist()}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
+
+    threads = threads or decoding_threads()
+    wanted = sorted(set(indices.tolist()))
+    if info.frame_pts is None:
+        decoded = _decode_in_order(info, wanted, threads)
+    else:
+        try:
+            decoded = _decode_side_by_side(info, wanted, threads)
+        except _SeekMissed:
+            decoded = _decode_in_order(info, wanted, threads)
+    return DecodedVideo(
+        frames=np.stack([decoded[index] for index in indices.tolist()]),
+        indices=indices.astype(np.int64),
+        timestamps=info.timestamps[indices],
+        fps=info.fps,
+        duration=info.duration,
+        total_frames=info.total_frames,
+    )
+
+
+def _natural_sort_key(path: Path) -> tuple[list, str]:
+    """Sort `frame_2.png` before `frame_10.png`; zero-padded names keep their plain alphabetical order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], path.name
+
+
+def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[int]]) -> DecodedVideo:
+    """Frames stored as one image per file, in name order; only the sampled images are opened."""
+    try:
+        entries = list(folder.iterdir())
+        images = [entry for entry in entries if entry.suffix.lower() in FRAME_IMAGE_EXTENSIONS and entry.is_file()]
+    except OSError as err:  # e.g. no permission to list the folder
+        raise VideoDecodeError(folder, f"cannot list the folder ({err.strerror})") from err
+    if not entries:
+        raise VideoDecodeError(folder, "empty folder")
+    images.sort(key=_natural_sort_key)
+    if not images:
+        raise VideoDecodeError(folder, f"no frame images ({', '.join(FRAME_IMAGE_EXTENSIONS)}) in folder")
+    indices = np.asarray(sample_indices(len(images)), dtype=np.int64)
+    frames = {}
+    for index in sorted(set(indices.tolist())):
+        try:
+            with PIL.Image.open(images[index]) as image:
+                frames[index] = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError) as err:  # PIL reports unreadable or truncated images with these
+            # A failed system call's `strerror` (e.g. "Permission denied") says why without repeating the path.
+            reason = getattr(err, "strerror", None) or err
+            raise VideoDecodeError(images[index], f"not a readable image ({reason})") from err
+    if len({frame.shape for frame in frames.values()}) > 1:
+        raise VideoDecodeError(folder, "frame images differ in size")
+    return DecodedVideo(
+        frames=np.stack([frames[index] for index in indices.tolist()]),
+        indices=indices,
+        timestamps=None,
+        fps=None,
+        duration=None,
+        total_frames=len(images),
+    )
+
+
+def _rgb_uint8(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 from frames with 1 (gray), 3 (RGB) or 4 (RGBA, alpha dropped) channels, first or last."""
+    if frames.ndim != 4:
+        raise ValueError(f"A video array must have 4 dimensions (frames, height, width, channels): {frames.shape}.")
+    if frames.shape[-1] not in (1, 3, 4):
+        if frames.shape[1] not in (1, 3, 4):
+            raise ValueError(f"Cannot find the channel axis (1, 3 or 4 channels) of a video of shape {frames.shape}.")
+        frames = frames.transpose(0, 2, 3, 1)
+    if frames.dtype != np.uint8:
+        if not np.issubdtype(frames.dtype, np.floating) or frames.min() < 0 or frames.max() > 1:
+            raise ValueError(f"Video arrays must be uint8, or floats in [0, 1]; got {frames.dtype}.")
+        frames = np.round(frames * 255).astype(np.uint8)
+    if frames.shape[-1] == 1:
+        frames = frames.repeat(3, axis=-1)
+    return np.ascontiguousarray(frames[..., :3])
+
+
+def is_frame_list(video) -> bool:
+    return isinstance(video, (list, tuple)) and len(video) > 0 and all(isinstance(f, PIL.Image.Image) for f in video)
+
+
+def decode_video(video, sample_indices: Callable[[int], Sequence[int]]) -> DecodedVideo:
+    """Decode one video of any supported kind, keeping the frames `sample_indices(total_frames)` picks."""
+    if isinstance(video, (str, os.PathLike)):
+        if os.path.isdir(video):
+            return _read_frame_folder(Path(video), sample_indices)
+        info = probe_video(video)
+        return read_video(info, sample_indices(info.total_frames))
+    if is_frame_list(video):
+        indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
+        frames = np.stack([np.asarray(video[index].convert("RGB")) for index in indices.tolist()])
+    elif isinstance(video, (np.ndarray, torch.Tensor)):
+        if isinstance(video, torch.Tensor):
+            video = video.detach().cpu()
+            video = (video.float() if video.is_floating_point() else video).numpy()
+        indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
+        # Indexing copies; frames already picked by the caller (do_sample_frames=False) are taken as they are.
+        frames = _rgb_uint8(video if np.array_equal(indices, np.arange(len(video))) else video[indices])
+    else:
+        raise TypeError(
+            "A video must be a path to a video file or a frame folder, a list of PIL images, or a (T, H, W, C) / "
+            f"(T, C, H, W) numpy array or torch tensor; got {type(video).__name__}."
+        )
+    return DecodedVideo(
+        frames=frames, indices=indices, timestamps=None, fps=None, duration=None, total_frames=len(video)
+    )
+
+
+def load_video_frames(video, num_frames: int = 12) -> np.ndarray:
+    """
+    `num_frames` evenly sampled RGB frames, (num_frames, H, W, 3) uint8, of one video given as any of:
+
+    - a path (`str` or `Path`) to a video file in any container/codec FFmpeg reads; rotation metadata is honoured;
+    - a path to a folder of frame images (png, jpg, jpeg, bmp, webp), in natural name order;
+    - a list of PIL images (any mode; converted to RGB);
+    - a numpy array or torch tensor of shape (T, H, W, C) or (T, C, H, W) with 1, 3 or 4 channels, either uint8 or
+      floating point in [0, 1] (the torchvision convention; floats in [0, 255] are rejected rather than guessed).
+    """
+    return decode_video(video, lambda total_frames: sample_frame_indices(total_frames, num_frames)).frames
+
+
+__all__ = [
+    "DecodedVideo",
+    "VideoDecodeError",
+    "VideoInfo",
+    "decode_video",
+    "decoding_threads",
+    "is_frame_list",
+    "load_video_frames",
+    "probe_video",
+    "read_video",
+    "sample_frame_indices",
+]
