@@ -1,0 +1,78 @@
+"""
+The package as users get it: the wheel built from this checkout, installed (not editable) into a fresh venv, run from
+a folder outside the checkout. The editable install the other tests use would hide a file the wheel leaves out.
+"""
+
+import base64
+import json
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+from conftest import REPO_ROOT, numbered_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def wheel_python(tmp_path_factory):
+    """A venv holding only our wheel; the dependencies come from the test venv (nothing is downloaded)."""
+    root = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", root / "dist"]
+    subprocess.run([*map(str, build), str(REPO_ROOT)], check=True)
+    (wheel,) = (root / "dist").glob("dfd_detector-*.whl")
+
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    # A path in a .pth file is added to sys.path, but the .pth files in it (the editable install's finder) are not run.
+    with open(f"{site_packages}/dependencies.pth", "w") as file:
+        file.write(sysconfig.get_paths()["purelib"] + "\n")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", "--no-index"]
+    subprocess.run([*install, str(wheel)], check=True)
+    return python
+
+
+def run(python, *args, cwd, **kwargs):
+    environment = {"HF_HUB_OFFLINE": "1", "PATH": f"{python.parent}:/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([str(python), *map(str, args)], cwd=cwd, env=environment, capture_output=True, text=True,
+                          **kwargs)
+
+
+def test_the_wheel_holds_the_package_and_nothing_of_the_checkout(wheel_python, tmp_path):
+    result = run(wheel_python, "-c", "import dfd, dfd.handler, dfd.tools.cli; print(dfd.__file__)", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "site-packages" in result.stdout and str(REPO_ROOT) not in result.stdout
+
+
+def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_python, tmp_path):
+    """The fast demo trains, evaluates (--do_eval, with the packaged metrics) and exports; its export then scores a
+    video through `dfd predict` and deploys as an Inference Endpoint does."""
+    demo = run(wheel_python.parent / "dfd", "demo", "--fast", "--output-dir", "demo", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "PASS" in demo.stdout
+    export = tmp_path / "demo" / "runs" / "adapters" / "model"
+    assert {"handler.py", "inference.py", "decoding_dfd.py", "requirements.txt", "README.md"} <= {
+        path.name for path in export.iterdir()
+    }
+
+    video = write_video(tmp_path / "video.mp4", numbered_frames(30, 48, 48))
+    predict = run(wheel_python.parent / "dfd", "predict", video, "--model", export, "--format", "json", cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr
+    (record,) = json.loads(predict.stdout)
+    assert record["label"] in {"real", "fake"}
+
+    endpoint = (
+        "import base64, json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from handler import EndpointHandler\n"
+        "print(json.dumps(EndpointHandler(sys.argv[1])({'inputs': sys.stdin.read()})))\n"
+    )
+    answer = run(wheel_python, "-c", endpoint, export, cwd=tmp_path, input=base64.b64encode(video.read_bytes()).decode())
+    assert answer.returncode == 0, answer.stderr
+    scores = {entry["label"]: entry["score"] for entry in json.loads(answer.stdout)}
+    assert scores["fake"] == pytest.approx(record["fake_probability"], abs=1e-5)
