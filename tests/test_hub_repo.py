@@ -1,6 +1,8 @@
 """The repository root as a Hub model repo: root configs, pipeline on a real mp4, atomic exports."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -76,3 +78,23 @@ def test_export_replaces_an_existing_folder_only_when_complete(tiny_detector_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
     reloaded = AutoModelForVideoClassification.from_pretrained(target, trust_remote_code=True)
     assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_an_export_is_a_deployable_repo_readable_as_the_umask_says(tiny_detector_dir, tmp_path):
+    model = DFDForVideoClassification.from_pretrained(tiny_detector_dir)
+    previous = os.umask(0o022)
+    try:
+        target = save_detector(model, DFDVideoProcessor.from_pretrained(tiny_detector_dir), tmp_path / "export")
+    finally:
+        os.umask(previous)
+    # The files the Endpoint runs, and the ones they import, as in the checkout.
+    for name in ("handler.py", "inference.py", "decoding_dfd.py", "processing_dfd.py", "modeling_dfd.py"):
+        assert (target / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
+    requirements = (target / "requirements.txt").read_text().split()
+    assert any(line.startswith("transformers") and ">=5" in line for line in requirements)
+    assert any(line.startswith("av") for line in requirements)
+    assert not any(line.startswith("torch") and not line.startswith("torchvision") for line in requirements)
+    # safetensors creates its file 0600; every export file is made readable as the umask (022) says.
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in target.iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
