@@ -1,5 +1,6 @@
 """Hub-ready detector folders: the model, its processor and code, written in one step, plus the root configs."""
 
+import inspect
 import os
 import re
 import shutil
@@ -7,8 +8,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from transformers import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from ..configuration_dfd import DFDConfig
+from ..processing_dfd import DFDVideoProcessor
 from .files import UMASK, write_atomically
 
 
@@ -23,12 +27,6 @@ ENDPOINT_REQUIREMENTS = ("transformers", "torchvision", "av", "safetensors", "hu
 
 def check_config_overrides(overrides: dict) -> None:
     """Refuse names `DFDConfig` doesn't take, so that a misspelt override fails instead of being stored and ignored."""
-    import inspect
-
-    from transformers import PreTrainedConfig
-
-    from ..configuration_dfd import DFDConfig
-
     known = set(inspect.signature(DFDConfig.__init__).parameters) | set(
         inspect.signature(PreTrainedConfig.__init__).parameters
     )
@@ -39,8 +37,6 @@ def check_config_overrides(overrides: dict) -> None:
 
 def processor_for(config):
     """The video processor that matches a detector config: frames resized to its image_size, its num_frames."""
-    from ..processing_dfd import DFDVideoProcessor
-
     size = config.image_size
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
@@ -110,8 +106,6 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
 
 def default_root_configs() -> dict[str, str]:
     """The JSON files of the full-size default detector, as `save_pretrained` writes them, keyed by file name."""
-    from ..configuration_dfd import DFDConfig
-
     config = DFDConfig(architectures=["DFDForVideoClassification"])
     with tempfile.TemporaryDirectory() as staging:
         # Saving straight into the repo root would copy the code files onto themselves (shutil.SameFileError).
