@@ -1,6 +1,6 @@
 """
 Training data pipeline throughput: the training script's frame cache (uint8 frames in memory-mapped Arrow) read by
-DataLoader workers, then the clip augmentation and normalisation it applies on the training device.
+DataLoader workers, then the video augmentation and normalisation it applies on the training device.
 
     .venv/bin/python benchmarks/bench_data.py [--json data.json] [--quick] [--workers 0,1,2]
 
@@ -25,27 +25,27 @@ from common import (
 )
 from dfd.configuration_dfd import DFDConfig
 from dfd.tools.export import processor_for
-from dfd.tools.training_data import CachedClips, FrameCache, augment_clips, normalize_clips
+from dfd.tools.training_data import CachedVideos, FrameCache, augment_videos, normalize_videos
 
 
 BRIGHTNESS_JITTER = 0.2
 
 
-def cached_clips(cache_dir: Path, num_videos: int, config: DFDConfig):
-    """Clips of `num_videos` generated 2-second videos, decoded for `config` into the frame cache if not there yet."""
-    specs = [VideoSpec(f"clip{index:03d}", "training clip", 320, 240, 2, 30, 60) for index in range(num_videos)]
+def cached_videos(cache_dir: Path, num_videos: int, config: DFDConfig):
+    """`num_videos` generated 2-second videos, decoded for `config` into the frame cache if not there yet."""
+    specs = [VideoSpec(f"video{index:03d}", "training video", 320, 240, 2, 30, 60) for index in range(num_videos)]
     videos = [str(ensure_video(spec, cache_dir / "videos", quiet=True)) for spec in specs]
     processor = processor_for(config)
     frames, rows, failures = FrameCache(cache_dir / "frame_cache", processor).lookup(videos)
     if failures:
         raise RuntimeError(f"generated videos failed to decode: {failures}")
-    return CachedClips(frames, rows, [index % 2 for index in range(num_videos)]), processor
+    return CachedVideos(frames, rows, [index % 2 for index in range(num_videos)]), processor
 
 
-def throughput(clips, processor, num_workers, batch_size, passes, device, augment) -> dict:
+def throughput(dataset, processor, num_workers, batch_size, passes, device, augment) -> dict:
     """Videos per second over `passes` timed epochs, after one untimed epoch that starts the workers."""
     loader = DataLoader(
-        clips,
+        dataset,
         batch_size=batch_size,
         shuffle=True,
         num_workers=num_workers,
@@ -58,7 +58,7 @@ def throughput(clips, processor, num_workers, batch_size, passes, device, augmen
         for batch in loader:
             frames = batch["frames"].to(device, non_blocking=True)
             if augment:
-                frames = normalize_clips(augment_clips(frames, BRIGHTNESS_JITTER), processor)
+                frames = normalize_videos(augment_videos(frames, BRIGHTNESS_JITTER), processor)
             videos += len(frames)
         synchronize(device)
         return videos
@@ -81,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--workers", default="0,1,2", help="Comma-separated DataLoader worker counts.")
     parser.add_argument("--num-videos", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--passes", type=int, default=2, help="Timed epochs over the cached clips per measurement.")
+    parser.add_argument("--passes", type=int, default=2, help="Timed epochs over the cached videos per measurement.")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR / "data")
     args = parse_arguments(parser, argv)
 
@@ -90,12 +90,12 @@ def main(argv=None):
     num_videos, image_size, passes = (4, 32, 1) if args.quick else (args.num_videos, 384, args.passes)
     batch_size = 2 if args.quick else args.batch_size
     config = DFDConfig(image_size=image_size)  # the released detector's 12 frames
-    clips, processor = cached_clips(args.cache_dir, num_videos, config)
+    dataset, processor = cached_videos(args.cache_dir, num_videos, config)
 
     rows = []
     for num_workers in worker_counts:
         for augment in (False, True):
-            rows.append(throughput(clips, processor, num_workers, batch_size, passes, device, augment))
+            rows.append(throughput(dataset, processor, num_workers, batch_size, passes, device, augment))
 
     # Training augments on the GPU (train_accelerate.py), so the workers' job is the loader rate; the rows with
     # augmentation on the CPU show why it must not move into the workers.
@@ -105,7 +105,7 @@ def main(argv=None):
     goals = [goal("videos/s fed with <= 16 workers", best["videos_per_s"], ">= 80", best["videos_per_s"] >= 80, note)]
 
     columns = ["workers", "augment_on", "videos_per_s", "videos_per_s_per_worker"]
-    title = f"Frame cache -> DataLoader, {num_videos} clips of {config.num_frames} x {image_size}^2, batch {batch_size}"
+    title = f"Frame cache -> DataLoader, {num_videos} videos, {config.num_frames} x {image_size}^2, batch {batch_size}"
     return report(
         args,
         "data",

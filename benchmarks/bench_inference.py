@@ -3,14 +3,17 @@ Inference speed of DFDForVideoClassification against its floor, the bare CLIPVis
 
     .venv/bin/python benchmarks/bench_inference.py [--json inference.json] [--quick] [--compile yes]
 
-Random weights (nothing downloaded). On a GPU: bf16, batch 1/4/16/32 of 12x384^2 videos, eager and compiled. On a
-CPU: fp32, the tiny config at all batch sizes and the full ViT-L/14 config at batch 1 (one 12-frame video takes
-~1 min there, so `--full-cpu-frames` frames, 2 by default: the adapter/backbone ratio does not depend on it).
+Random weights (nothing downloaded). On a GPU: batch 1/4/16/32 of 12x384^2 videos, eager and compiled, with weights
+in bf16 and with fp32 weights under bf16 autocast (what `dfd predict` runs). On a CPU: fp32, the tiny config at all
+batch sizes and the full ViT-L/14 config at batch 1 (one 12-frame video takes ~1 min there, so `--full-cpu-frames`
+frames, 2 by default: the adapter/backbone ratio does not depend on it).
 """
 
+from contextlib import nullcontext
 from functools import partial
 
 import torch
+from torch._dynamo.utils import counters
 from transformers import CLIPVisionModel
 
 from common import (
@@ -26,7 +29,11 @@ from dfd.modeling_dfd import DFDForVideoClassification, DFDSpatioTemporalAdapter
 from models import benchmark_config
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# precision -> (dtype of the weights and inputs, whether the forward runs under bf16 autocast)
+PRECISIONS = {"fp32": (torch.float32, False), "bf16": (torch.bfloat16, False), "autocast": (torch.float32, True)}
+# Compiled outputs may differ from eager ones by this fraction of the largest output (bf16 rounding).
+OUTPUT_TOLERANCE = 0.05
+LATENCY_GOAL_MS = 15
 
 
 def build_models(config, device, dtype):
@@ -37,15 +44,36 @@ def build_models(config, device, dtype):
     return detector, backbone
 
 
+def output_tensor(output) -> torch.Tensor:
+    """The detector's logits, the backbone's pooled features: what is compared between eager and compiled."""
+    return (output.logits if hasattr(output, "logits") else output.pooler_output).float()
+
+
+def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
 def forward_rows(
-    config_name, config, device, dtype, batch_sizes, num_frames, repeats, warmup, compile_batch_sizes, compile_backend
+    config_name,
+    config,
+    device,
+    precision,
+    batch_sizes,
+    num_frames,
+    repeats,
+    warmup,
+    compile_batch_sizes,
+    compile_backend,
 ):
     """Eager rows for every batch size, then rows with every encoder block compiled (`compile_backend`)."""
+    dtype, autocast = PRECISIONS[precision]
     detector, backbone = build_models(config, device, dtype)
+    run_context = partial(torch.autocast, device.type, dtype=torch.bfloat16) if autocast else nullcontext
     size = config.image_size
     rows = []
+    eager_outputs = {}
 
-    def time_side_by_side(models, batch_size):
+    def time_side_by_side(models, batch_size, compiled):
         """`models`: variant -> (model, takes frames as images); timed in turns on the same pixels."""
         generator = torch.Generator().manual_seed(batch_size)
         pixel_values = torch.randn(batch_size, num_frames, 3, size, size, generator=generator).to(device, dtype)
@@ -53,39 +81,56 @@ def forward_rows(
             variant: partial(model, pixel_values.flatten(0, 1) if takes_images else pixel_values)
             for variant, (model, takes_images) in models.items()
         }
-        with torch.inference_mode():
+        with torch.inference_mode(), run_context():
             # The first call pays for allocations, and compilation for compiled models.
             first_call_s = measure_interleaved(calls, 1, warmup=0, device=device)
             seconds = measure_interleaved(calls, repeats, warmup=warmup, device=device)
+            outputs = {variant: output_tensor(call()) for variant, call in calls.items()}
         floor = seconds[next(iter(seconds))]
-        for variant in calls:
-            rows.append(
-                {
-                    "config": config_name,
-                    "variant": variant,
-                    "batch": batch_size,
-                    "frames": num_frames,
-                    "latency_ms": seconds[variant] * 1e3,
-                    "videos_per_s": batch_size / seconds[variant],
-                    "first_call_s": first_call_s[variant],
-                    "time_vs_clip": seconds[variant] / floor,
-                }
-            )
+        for model_index, variant in enumerate(calls):
+            row = {
+                "config": config_name,
+                "precision": precision,
+                "variant": variant,
+                "batch": batch_size,
+                "frames": num_frames,
+                "latency_ms": seconds[variant] * 1e3,
+                "videos_per_s": batch_size / seconds[variant],
+                "first_call_s": first_call_s[variant],
+                "time_vs_clip": seconds[variant] / floor,
+            }
+            if compiled:
+                row["output_diff_vs_eager"] = relative_difference(
+                    outputs[variant], eager_outputs[model_index, batch_size]
+                )
+            else:
+                eager_outputs[model_index, batch_size] = outputs[variant]
+            rows.append(row)
 
     for batch_size in batch_sizes:
-        time_side_by_side({"clip (floor)": (backbone, True), "dfd": (detector, False)}, batch_size)
+        time_side_by_side({"clip (floor)": (backbone, True), "dfd": (detector, False)}, batch_size, compiled=False)
     if compile_batch_sizes:
-        # Both compiled the same way, block by block (regional compilation): seconds to compile, not minutes.
+        # Both compiled the same way, block by block (regional compilation): seconds to compile, not minutes. Static
+        # shapes: each batch size gets the graph a process that only sees that batch size would get.
         for layer in backbone.encoder.layers:
-            layer.compile(backend=compile_backend)
-        detector.compile_blocks(backend=compile_backend)
-        compiled = {"clip, compiled blocks": (backbone, True), "dfd, compile_blocks()": (detector, False)}
+            layer.compile(backend=compile_backend, dynamic=False)
+        detector.compile_blocks(backend=compile_backend, dynamic=False)
+        compiled_models = {"clip, compiled blocks": (backbone, True), "dfd, compile_blocks()": (detector, False)}
         for batch_size in compile_batch_sizes:
-            time_side_by_side(compiled, batch_size)
-    eager_floor = {row["batch"]: row["latency_ms"] for row in rows if row["variant"] == "clip (floor)"}
-    for row in rows:
-        row["time_vs_eager_clip"] = row["latency_ms"] / eager_floor[row["batch"]]
+            time_side_by_side(compiled_models, batch_size, compiled=True)
     return rows
+
+
+def add_anchor_ratios(rows, anchor_precision):
+    """`time_vs_eager_clip`: against the eager bare CLIP of the same config and batch in `anchor_precision`."""
+    anchors = {
+        (row["config"], row["batch"]): row["latency_ms"]
+        for row in rows
+        if row["variant"] == "clip (floor)" and row["precision"] == anchor_precision
+    }
+    for row in rows:
+        anchor = anchors.get((row["config"], row["batch"]))
+        row["time_vs_eager_clip"] = row["latency_ms"] / anchor if anchor else None
 
 
 def adapter_layout_rows(config, device, dtype, batch_size, num_frames, repeats):
@@ -113,28 +158,42 @@ def adapter_layout_rows(config, device, dtype, batch_size, num_frames, repeats):
     ]
 
 
-def find_row(rows, config, variant, batch):
-    return next((r for r in rows if (r["config"], r["variant"], r["batch"]) == (config, variant, batch)), None)
+def find_row(rows, variant, batch):
+    return next((row for row in rows if (row["variant"], row["batch"]) == (variant, batch)), None)
 
 
-def inference_goals(rows, device):
-    """Adapter cost over bare CLIP (<= 5% GPU, <= 10% CPU); compiled detector vs eager bare CLIP (>= 1.4x GPU)."""
+def inference_goals(rows, device, precision):
+    """
+    The goals of the reference precision's rows (bf16 on a GPU), at batch 16 where measured: adapter cost over bare
+    CLIP (<= 5% GPU, <= 10% CPU) eager and compiled, compiled detector >= 1.4x eager bare CLIP, batch-1 latency of
+    the compiled detector <= 15 ms (GPU), and compiled outputs equal to eager ones within bf16 rounding (all rows).
+    """
     on_gpu = device.type == "cuda"
-    config = "full" if any(r["config"] == "full" for r in rows) else "tiny"
-    batch = 16 if find_row(rows, config, "dfd", 16) else max(r["batch"] for r in rows if r["config"] == config)
-    overhead_percent = (find_row(rows, config, "dfd", batch)["time_vs_eager_clip"] - 1) * 100
+    config = "full" if any(row["config"] == "full" for row in rows) else "tiny"
+    reference = [row for row in rows if (row["config"], row["precision"]) == (config, precision)]
+    batch = 16 if find_row(reference, "dfd", 16) else max(row["batch"] for row in reference)
+    note = f"{config} config, {precision}, batch {batch}, {'GPU' if on_gpu else 'CPU'}"
     limit_percent = 5 if on_gpu else 10
-    note = f"{config} config, batch {batch}, {'GPU' if on_gpu else 'CPU'}"
+
+    def overhead_goal(name, detector_row, backbone_row):
+        if detector_row is None:
+            return goal(name, None, f"<= {limit_percent}", None, "not compiled in this run")
+        percent = (detector_row["latency_ms"] / backbone_row["latency_ms"] - 1) * 100
+        return goal(name, percent, f"<= {limit_percent}", percent <= limit_percent, note)
+
     goals = [
-        goal(
-            "adapter cost over bare CLIP (%)",
-            overhead_percent,
-            f"<= {limit_percent}",
-            overhead_percent <= limit_percent,
-            note,
-        )
+        overhead_goal(
+            "adapter cost over bare CLIP, eager (%)",
+            find_row(reference, "dfd", batch),
+            find_row(reference, "clip (floor)", batch),
+        ),
+        overhead_goal(
+            "adapter cost over bare CLIP, compiled (%)",
+            find_row(reference, "dfd, compile_blocks()", batch),
+            find_row(reference, "clip, compiled blocks", batch),
+        ),
     ]
-    compiled = find_row(rows, config, "dfd, compile_blocks()", batch)
+    compiled = find_row(reference, "dfd, compile_blocks()", batch)
     if compiled:
         speedup = 1 / compiled["time_vs_eager_clip"]
         goals.append(
@@ -142,13 +201,42 @@ def inference_goals(rows, device):
         )
     else:
         goals.append(goal("compiled dfd vs eager bare CLIP", None, ">= 1.4x (GPU)", None, "not compiled in this run"))
+    latency = find_row(reference, "dfd, compile_blocks()", 1)
+    latency_note = f"{config} config, {precision}, compiled"
+    goals.append(
+        goal(
+            "latency, batch 1 (ms)",
+            latency and latency["latency_ms"],
+            f"<= {LATENCY_GOAL_MS} (GPU)",
+            latency["latency_ms"] <= LATENCY_GOAL_MS if latency and on_gpu else None,
+            latency_note if latency else "batch 1 not compiled in this run",
+        )
+    )
+    compared = [row for row in rows if "output_diff_vs_eager" in row]
+    if compared:
+        worst = max(compared, key=lambda row: row["output_diff_vs_eager"])
+        worst_note = f"worst: {worst['variant']}, {worst['config']}, {worst['precision']}, batch {worst['batch']}"
+        difference = worst["output_diff_vs_eager"]
+        goals.append(
+            goal(
+                "compiled vs eager outputs, max |diff| / max |eager|",
+                difference,
+                f"<= {OUTPUT_TOLERANCE}",
+                difference <= OUTPUT_TOLERANCE,
+                worst_note,
+            )
+        )
     return goals
 
 
 def main(argv=None):
     parser = base_parser(__doc__.strip().splitlines()[0])
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto (GPU when present).")
-    parser.add_argument("--dtype", choices=DTYPES, help="Default: bf16 on GPU, fp32 on CPU.")
+    parser.add_argument(
+        "--precisions",
+        help="Comma-separated, the first is the goals' reference: fp32, bf16 (weights and inputs), autocast (fp32 "
+        "weights, bf16 autocast, as `dfd predict`). Default: bf16,autocast on GPU, fp32 on CPU.",
+    )
     parser.add_argument(
         "--configs", default=None, help="Comma-separated: tiny,full. Default: full on GPU, both on CPU."
     )
@@ -159,7 +247,9 @@ def main(argv=None):
     parser.add_argument(
         "--compile", choices=["auto", "yes", "no"], default="auto", help="Also time torch.compile (auto: GPU only)."
     )
-    parser.add_argument("--compile-batch-sizes", default="16", help="Batch sizes timed compiled (each compiles once).")
+    parser.add_argument(
+        "--compile-batch-sizes", default="1,16", help="Batch sizes timed compiled (each compiles once per precision)."
+    )
     parser.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quick check)."
     )
@@ -167,7 +257,9 @@ def main(argv=None):
 
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
+    precisions = (args.precisions or ("bf16,autocast" if on_gpu else "fp32")).split(",")
+    if unknown := set(precisions) - set(PRECISIONS):
+        parser.error(f"--precisions: unknown {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     config_names = (args.configs or ("full" if on_gpu else "tiny,full")).split(",")
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     repeats = args.repeats or (10 if on_gpu else 5)
@@ -176,34 +268,45 @@ def main(argv=None):
     warmup = 2
     if args.quick:
         config_names, batch_sizes, repeats, warmup = ["tiny"], [1, 2], 1, 1
-        compile_batch_sizes = [2] if compile_enabled else []
+        compile_batch_sizes = [1, 2] if compile_enabled else []
+    if unmatched := sorted(set(compile_batch_sizes) - set(batch_sizes)):
+        parser.error(
+            f"--compile-batch-sizes {unmatched}: compiled outputs are compared with eager ones, so each must also be "
+            f"in --batch-sizes {batch_sizes}"
+        )
 
+    graphs_before = counters["stats"]["unique_graphs"]
     rows = []
     for name in config_names:
         config = benchmark_config(name)
-        if name == "full" and not on_gpu:
-            # ~1 min per 12-frame video here: batch 1, fewer frames, 5 timed runs (the first call is the warmup).
-            rows += forward_rows(name, config, device, dtype, [1], args.full_cpu_frames, 5, 0, [], None)
-        else:
-            rows += forward_rows(
-                name,
-                config,
-                device,
-                dtype,
-                batch_sizes,
-                args.num_frames,
-                repeats,
-                warmup,
-                compile_batch_sizes,
-                args.compile_backend,
-            )
+        for precision in precisions:
+            if name == "full" and not on_gpu:
+                # ~1 min per 12-frame video here: batch 1, fewer frames, 5 timed runs (the first call is the warmup).
+                rows += forward_rows(name, config, device, precision, [1], args.full_cpu_frames, 5, 0, [], None)
+            else:
+                rows += forward_rows(
+                    name,
+                    config,
+                    device,
+                    precision,
+                    batch_sizes,
+                    args.num_frames,
+                    repeats,
+                    warmup,
+                    compile_batch_sizes,
+                    args.compile_backend,
+                )
+    add_anchor_ratios(rows, precisions[0])
+    reference_dtype = PRECISIONS[precisions[0]][0]
     layout_config = benchmark_config("tiny" if args.quick else "full")
-    layout_rows = adapter_layout_rows(layout_config, device, dtype, 16 if on_gpu else 1, args.num_frames, repeats)
-    goals = inference_goals(rows, device)
+    layout_rows = adapter_layout_rows(
+        layout_config, device, reference_dtype, 16 if on_gpu else 1, args.num_frames, repeats
+    )
+    goals = inference_goals(rows, device, precisions[0])
 
-    dtype_name = str(dtype).removeprefix("torch.")
     columns = [
         "config",
+        "precision",
         "variant",
         "batch",
         "frames",
@@ -212,17 +315,21 @@ def main(argv=None):
         "time_vs_clip",
         "time_vs_eager_clip",
         "first_call_s",
+        "output_diff_vs_eager",
     ]
+    title = f"Inference, {device.type}, random weights (best of {repeats}; time_vs_eager_clip: vs {precisions[0]})"
     return report(
         args,
         "inference",
         device,
         [
-            format_table(f"Inference, {device.type} {dtype_name}, random weights (best of {repeats})", columns, rows),
-            format_table("Adapter depthwise conv memory layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows),
+            format_table(title, columns, rows),
+            format_table("Adapter depthwise conv layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows),
         ],
         goals,
-        dtype=dtype_name,
+        precisions=precisions,
+        # Graphs torch.compile made: the identical blocks share one per model, precision and batch size.
+        compiled_graphs=counters["stats"]["unique_graphs"] - graphs_before,
         rows=rows,
         adapter_layout=layout_rows,
     )

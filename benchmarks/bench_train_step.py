@@ -6,9 +6,11 @@ blocks, with and without gradient checkpointing (all or some blocks), and with a
     .venv/bin/python benchmarks/bench_train_step.py [--json train_step.json] [--quick]
 
 On a GPU: the full config, 16 videos x 12 frames x 384^2 in bf16 as train_accelerate.py runs it (frozen CLIP weights
-stored in bf16, trainable weights in fp32, bf16 autocast); peak memory from the CUDA allocator. On a CPU: the tiny
-config in fp32 (a full-size step takes minutes there). Everywhere, the activation memory autograd keeps for
-the backward pass is counted exactly (saved-tensor hooks), so the CPU run already shows the memory trade-offs.
+stored in bf16, trainable weights in fp32, bf16 autocast); peak memory from the CUDA allocator (allocated and
+reserved) and what the device holds for the process besides (CUDA context, library workspaces), which together
+must fit a 24 GB card. On a CPU: the tiny config in fp32 (a full-size step takes minutes there). Everywhere, the
+activation memory autograd keeps for the backward pass is counted exactly (saved-tensor hooks), so the CPU run
+already shows the memory trade-offs.
 """
 
 import gc
@@ -70,6 +72,22 @@ def saved_activation_bytes(model, forward) -> int:
     return sum(saved.values())
 
 
+def cuda_memory(device) -> dict:
+    """
+    Peaks of the allocator since its last reset, and `peak_device_gb`: the peak it reserved plus what the device
+    holds for this process outside it (the CUDA context, cuBLAS/cuDNN workspaces), i.e. what the card must hold.
+    Read from the whole device's free memory, so it assumes no other process uses the GPU.
+    """
+    free, total = torch.cuda.mem_get_info(device)
+    outside_allocator = total - free - torch.cuda.memory_reserved(device)
+    peak_reserved = torch.cuda.max_memory_reserved(device)
+    return {
+        "peak_allocated_gb": torch.cuda.max_memory_allocated(device) / 1e9,
+        "peak_reserved_gb": peak_reserved / 1e9,
+        "peak_device_gb": (peak_reserved + outside_allocator) / 1e9,
+    }
+
+
 def measure_variant(config_name, variant, device, precision, batch_size, num_frames, repeats, warmup) -> dict:
     config = benchmark_config(config_name, adapter_layers=variant["adapter_layers"])
     row = {"variant": variant["name"], "config": config_name, "batch": batch_size, "frames": num_frames}
@@ -102,25 +120,25 @@ def measure_variant(config_name, variant, device, precision, batch_size, num_fra
         row["step_s"] = measure(step, repeats, warmup=warmup, device=device)
         row["videos_per_s"] = batch_size / row["step_s"]
         if device.type == "cuda":
-            row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+            row.update(cuda_memory(device))
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of memory"
     return row
 
 
 def train_goals(rows, device):
-    """<= 0.8 s per step on an H100 and <= 24 GB peak with adapters in all blocks (the best such variant)."""
+    """<= 0.8 s per step on an H100 and <= 24 GB on the device with adapters in all blocks (the best such variant)."""
     if device.type != "cuda":
         return [goal("step time, all-block adapters (s)", None, "<= 0.8 on H100", None, "needs a GPU")]
     all_blocks = [r for r in rows if r["variant"].startswith("adapters in all") and "step_s" in r]
-    fitting = [r for r in all_blocks if r["peak_memory_gb"] <= 24]
+    fitting = [r for r in all_blocks if r["peak_device_gb"] <= 24]
     best = min(fitting, key=lambda r: r["step_s"], default=None)
     if best is None:
         return [goal("all-block adapters within 24 GB", None, "<= 24 GB", False, "no variant fits")]
     note = f"{best['variant']} on {torch.cuda.get_device_name(device)}"
     return [
         goal("step time, all-block adapters (s)", best["step_s"], "<= 0.8 on H100", best["step_s"] <= 0.8, note),
-        goal("peak memory, same variant (GB)", best["peak_memory_gb"], "<= 24", True, note),
+        goal("peak device memory, same variant (GB)", best["peak_device_gb"], "<= 24", True, note),
     ]
 
 
@@ -149,11 +167,12 @@ def main(argv=None):
 
     rows = []
     for variant in variants(num_layers):
-        rows.append(measure_variant(config_name, variant, device, precision, batch_size, num_frames, repeats, warmup))
-        # The variant's model, optimizer state and activations are gone: give their memory back before the next.
+        # Whatever ran before (the previous variant's model, optimizer state and activations) gives its memory back,
+        # so that each variant's peak counts its own memory alone.
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
+        rows.append(measure_variant(config_name, variant, device, precision, batch_size, num_frames, repeats, warmup))
     reference = rows[0]
     for row in rows:
         if "step_s" in row and "step_s" in reference:
@@ -167,7 +186,9 @@ def main(argv=None):
         "step_s",
         "videos_per_s",
         "saved_activations_gb",
-        "peak_memory_gb",
+        "peak_allocated_gb",
+        "peak_reserved_gb",
+        "peak_device_gb",
         "time_vs_no_checkpointing",
         "activations_vs_no_checkpointing",
         "error",

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: timing, machine facts, ratio tables and atomic JSON output."""
+"""Helpers shared by the benchmark scripts: timing, machine facts, ratio tables and the JSON report."""
 
 import argparse
-import json
+import importlib.metadata
+import importlib.util
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import date
@@ -11,14 +13,14 @@ from pathlib import Path
 
 import torch
 
+import dfd
+from dfd.tools.files import write_json
+
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCHMARKS_DIR.parent
 
 # Generated inputs (test videos, frame caches); gitignored, reused between runs. Tests point it elsewhere.
 CACHE_DIR = Path(os.environ.get("DFD_BENCHMARK_CACHE", BENCHMARKS_DIR / ".cache"))
-
-from dfd.tools.files import write_atomically
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,8 +73,32 @@ def cpu_name() -> str:
         return platform.processor() or "cpu"
 
 
+def nvidia_driver_version() -> str | None:
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else None
+
+
+def gpu_facts(device: torch.device) -> dict:
+    properties = torch.cuda.get_device_properties(device)
+    return {
+        "gpu_memory_gb": properties.total_memory / 1e9,
+        "compute_capability": f"{properties.major}.{properties.minor}",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "driver": nvidia_driver_version(),
+    }
+
+
 def machine_facts(device: torch.device) -> dict:
-    """What the numbers depend on, stored next to them."""
+    """What the numbers depend on, stored next to them, and which checkout of the package measured them."""
     import transformers
 
     facts = {
@@ -85,13 +111,13 @@ def machine_facts(device: torch.device) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
+        "dfd_package": str(Path(dfd.__file__).parent),
     }
-    try:
-        import av
-
-        facts["av"] = av.__version__
-    except ImportError:
-        pass
+    if device.type == "cuda":
+        facts.update(gpu_facts(device))
+    # The optional packages' versions, None where they cannot be imported (found without importing them).
+    for name in ("triton", "av", "datasets"):
+        facts[name] = importlib.metadata.version(name) if importlib.util.find_spec(name) else None
     return facts
 
 
@@ -108,11 +134,6 @@ def format_table(title: str, columns: list[str], rows: list[dict]) -> str:
     lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def write_json(path: str | os.PathLike, payload: dict):
-    """Write JSON atomically, so an interrupted run never leaves half a file."""
-    write_atomically(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

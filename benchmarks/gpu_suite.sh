@@ -2,10 +2,11 @@
 # GPU benchmark suite (inference, training step, data pipeline) -> one JSON. See benchmarks/gpu_suite.py.
 #   benchmarks/gpu_suite.sh [OUTPUT.json] [--tiny]
 # Default output: $OUT/gpu_suite.json (the device machine's result folder), else benchmarks/.cache/gpu_suite.json.
-# Needs no install of this repository: the benchmarks import it from the checkout.
+# Python: $PYTHON, else the repository's .venv, else python3.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repository="$(dirname "$here")"
 output="${OUT:+$OUT/gpu_suite.json}"
 output="${output:-$here/.cache/gpu_suite.json}"
 extra=()
@@ -18,8 +19,13 @@ done
 
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
-    if [[ -x "$here/../.venv/bin/python" ]]; then python="$here/../.venv/bin/python"; else python=python3; fi
+    if [[ -x "$repository/.venv/bin/python" ]]; then python="$repository/.venv/bin/python"; else python=python3; fi
 fi
 
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "$python" "$here/gpu_suite.py" --json "$output" "${extra[@]}"
+# The repository root is the package `dfd` (pyproject.toml maps it so when installed). A link named `dfd` to it, in
+# a temporary folder put first on PYTHONPATH, imports this checkout as it is, with or without an install.
+packages="$(mktemp -d)"
+trap 'rm -f "$packages/dfd"; rmdir "$packages"' EXIT
+ln -s "$repository" "$packages/dfd"
+export PYTHONPATH="$packages${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+"$python" "$here/gpu_suite.py" --json "$output" "${extra[@]}"
