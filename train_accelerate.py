@@ -8,13 +8,14 @@ Train (or evaluate) the DFD video deepfake detector with 🤗 Accelerate, follow
 Recipe defaults (the card): frozen CLIP ViT-L/14 with spatiotemporal adapters, 12 frames at 384x384, batch 16 per
 device with 2 accumulation steps, AdamW (weight decay 0.05, none on biases and norms), lr 5e-6 with cosine decay after
 10% linear warmup, 12 epochs, cross-entropy with label smoothing 0.1, gradient clipping at 1.0, class-balanced
-sampling, clip-level flip + brightness jitter, seed 42.
+sampling, video-level flip + brightness jitter, bf16 mixed precision where the GPU supports it, seed 42.
 
 Writes into OUT: model/ (the best checkpoint, Hub-ready with a model card), metrics.json, roc_curve.png, log.jsonl,
 runs/ (tensorboard) and checkpoints/ (resumable with --resume_from_checkpoint).
 """
 
 import argparse
+import importlib.resources
 import importlib.util
 import json
 import logging
@@ -25,30 +26,30 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
 if not __package__:
-    # Run as a file (`accelerate launch train_accelerate.py`): import the package this file sits in, a clone's root or
-    # the installed `dfd`, never another copy that happens to be installed.
+    # Run as a file (`accelerate launch train_accelerate.py`): import the package this file sits in (a clone's root or
+    # the installed `dfd`), never another copy that happens to be installed.
     _spec = importlib.util.spec_from_file_location("dfd", Path(__file__).resolve().with_name("__init__.py"))
     sys.modules["dfd"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["dfd"])
 
 import datasets
-import evaluate
 import numpy as np
 import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, parse_flag_from_env, set_seed
 from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
@@ -57,22 +58,23 @@ from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.export import check_config_overrides, processor_for, save_detector
 from dfd.tools.files import json_ready, parse_json_object, write_atomically, write_json
+from dfd.tools.metrics import load_dfd_metrics
 from dfd.tools.plots import plot_roc_curve
 from dfd.tools.training_data import (
     CLASS_NAMES,
-    CachedClips,
+    CachedVideos,
     FrameCache,
-    augment_clips,
+    augment_videos,
     load_hub_video_tables,
     load_video_tables,
-    normalize_clips,
+    normalize_videos,
     stratified_split,
 )
 
 
 logger = get_logger(__name__)
 
-METRICS_PATH = Path(__file__).resolve().parent / "tools" / "metrics" / "dfd_metrics"
+FAKE_LABEL = "fake"
 LOWER_IS_BETTER = {"eer", "loss"}
 # Reported in the model card's model-index, with their display names.
 CARD_METRICS = {
@@ -85,143 +87,190 @@ CARD_METRICS = {
     "recall_fake": "Fake detection rate (recall of fake)",
     "eer": "Equal error rate",
 }
+# The model-index name of an export that has no --hub_model_id.
+DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
+MODEL_CARD_TEMPLATE = importlib.resources.files("dfd.tools") / "model_card.md"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Written last into a checkpoint: a checkpoint folder without it is incomplete and never resumed from.
 TRAINER_STATE_NAME = "trainer_state.json"
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument(
+# Arguments
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as written, and each option's default after its help (unless it has none)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (0 epochs or steps would train nothing)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_data_arguments(group):
+    group.add_argument(
         "--train_dir",
         help="Folder with real/ and fake/ subfolders (video files or frame folders), or a CSV/JSONL manifest with "
         "columns path, label and optionally split.",
     )
-    data.add_argument(
+    group.add_argument(
         "--validation_dir",
         help="Validation data, same forms as --train_dir. Default: the training data's validation split, else a "
         "stratified split of the training data.",
     )
-    data.add_argument("--eval_dir", help="Data to evaluate with --do_eval, same forms as --train_dir.")
-    data.add_argument(
+    group.add_argument("--eval_dir", help="Data to evaluate with --do_eval, same forms as --train_dir.")
+    group.add_argument(
         "--dataset_name",
         help="A Hub dataset (or local load_dataset path) with a video/path column and a label column, instead of "
         "--train_dir/--eval_dir.",
     )
-    data.add_argument("--dataset_config_name")
-    data.add_argument("--video_column", help="Column of --dataset_name holding videos. Default: 'video', else 'path'.")
-    data.add_argument("--label_column", default="label")
-    data.add_argument("--eval_split", help="Split evaluated by --do_eval. Default: test, else validation, else train.")
-    data.add_argument(
+    group.add_argument("--dataset_config_name", help="Configuration of --dataset_name.")
+    group.add_argument(
+        "--video_column", help="Column of --dataset_name holding videos. Default: 'video', else 'path'."
+    )
+    group.add_argument("--label_column", default="label", help="Column of --dataset_name holding the labels.")
+    group.add_argument(
+        "--eval_split", help="Split evaluated by --do_eval. Default: test, else validation, else train."
+    )
+    group.add_argument(
         "--validation_split_percentage",
         type=float,
         default=10.0,
         help="Held-out share (stratified) when no validation split is given.",
     )
-    data.add_argument(
+    group.add_argument(
         "--cache_dir",
         default=str(Path(datasets.config.HF_DATASETS_CACHE) / "dfd_frames"),
         help="Frame cache, shared by runs.",
     )
-    data.add_argument(
+    group.add_argument(
         "--preprocessing_num_workers",
         type=int,
         default=min(8, os.cpu_count() or 1),
         help="Processes decoding videos into the frame cache.",
     )
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    group.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of each DataLoader.")
 
-    model = parser.add_argument_group("model")
-    model.add_argument(
+
+def add_model_arguments(group):
+    group.add_argument(
         "--init_from",
         default="openai/clip-vit-large-patch14",
         help="CLIP checkpoint (Hub id or local dir) to build a new detector from.",
     )
-    model.add_argument(
+    group.add_argument(
         "--model_path",
         help="A DFD checkpoint (e.g. an earlier OUT/model) to fine-tune or evaluate, instead of --init_from.",
     )
-    model.add_argument(
+    group.add_argument(
         "--config_overrides",
         help='DFDConfig overrides for a new detector (with --init_from) as JSON, e.g. \'{"image_size": 224, '
         '"adapter_layers": []}\', or a JSON file.',
     )
 
-    training = parser.add_argument_group("training")
-    training.add_argument("--output_dir", required=True)
-    training.add_argument("--per_device_train_batch_size", type=int, default=16)
-    training.add_argument("--per_device_eval_batch_size", type=int, default=16)
-    training.add_argument("--gradient_accumulation_steps", type=int, default=2)
-    training.add_argument("--learning_rate", type=float, default=5e-6)
-    training.add_argument("--weight_decay", type=float, default=0.05)
-    training.add_argument("--num_train_epochs", type=int, default=12)
-    training.add_argument(
-        "--max_train_steps", type=int, help="Optimizer steps in total; overrides --num_train_epochs."
+
+def add_training_arguments(group):
+    group.add_argument("--output_dir", required=True, help="Where the export, metrics, logs and checkpoints go.")
+    group.add_argument("--per_device_train_batch_size", type=positive_int, default=16, help="Videos per device.")
+    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=16, help="Videos per device.")
+    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=2, help="Batches per update.")
+    group.add_argument("--learning_rate", type=float, default=5e-6, help="Peak learning rate of AdamW.")
+    group.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay (none on biases, norms).")
+    group.add_argument("--num_train_epochs", type=positive_int, default=12, help="Passes over the training data.")
+    group.add_argument(
+        "--max_train_steps", type=positive_int, help="Optimizer steps in total; overrides --num_train_epochs."
     )
-    training.add_argument("--lr_scheduler_type", default="cosine")
-    training.add_argument("--warmup_ratio", type=float, default=0.1)
-    training.add_argument("--label_smoothing", type=float, default=0.1)
-    training.add_argument("--max_grad_norm", type=float, default=1.0)
-    training.add_argument("--brightness_jitter", type=float, default=0.2)
-    training.add_argument("--seed", type=int, default=42)
-    training.add_argument(
+    group.add_argument("--lr_scheduler_type", default="cosine", help="transformers scheduler after the warmup.")
+    group.add_argument("--warmup_ratio", type=float, default=0.1, help="Share of the steps warming up linearly.")
+    group.add_argument("--label_smoothing", type=float, default=0.1, help="Of the cross-entropy loss.")
+    group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping.")
+    group.add_argument(
+        "--class_balanced_sampling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Draw both classes equally often (inverse class-frequency weights, with replacement); off: a plain "
+        "shuffle, e.g. for a balanced dataset.",
+    )
+    group.add_argument(
+        "--brightness_jitter", type=float, default=0.2, help="Brightness factor range [1 - b, 1 + b] per video."
+    )
+    group.add_argument("--seed", type=int, default=42, help="Seed of the data order, augmentation and dropout.")
+    group.add_argument(
+        "--metric_for_best_model",
+        default="roc_auc",
+        choices=[*CARD_METRICS, "f1_macro", "loss"],
+        help="Validation metric that picks the exported checkpoint (eer and loss: lower is better).",
+    )
+    group.add_argument("--logging_steps", type=positive_int, default=10, help="Log the loss every N steps.")
+    group.add_argument(
+        "--report_to", default="tensorboard", help="Accelerate trackers: tensorboard, wandb, all, none, ..."
+    )
+
+
+def add_speed_and_memory_arguments(group):
+    group.add_argument(
         "--mixed_precision",
         choices=["no", "fp16", "bf16"],
-        help="Default: accelerate's config (fp32 unless set). bf16 also keeps the frozen backbone in bf16.",
+        help="Default: the launcher's setting when it enables mixed precision (`accelerate launch --mixed_precision` "
+        "or `accelerate config`), else bf16 on a CUDA GPU that supports it, else no (a CPU without bf16 units runs "
+        "bf16 several times slower). bf16 also keeps the frozen backbone in bf16.",
     )
-    training.add_argument(
+    group.add_argument(
         "--gradient_checkpointing",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="Recompute activations in the backward pass. On by default: the card's batch of 16 x 12 frames at 384 "
         "peaks at ~121 GB of GPU memory without it (bf16, H200), ~24 GB with it.",
     )
-    training.add_argument(
+    group.add_argument(
         "--checkpointed_blocks",
         type=lambda text: [int(index) for index in text.split(",") if index.strip()],
         help="With --gradient_checkpointing: only these encoder blocks (comma-separated indices), to trade less "
         "recomputation for memory. Default: every block that runs with autograd.",
     )
-    training.add_argument(
+    group.add_argument(
         "--torch_compile", action="store_true", help="torch.compile each encoder block (model.compile_blocks())."
     )
-    training.add_argument(
-        "--metric_for_best_model",
-        default="roc_auc",
-        choices=[*CARD_METRICS, "f1_macro", "loss"],
-        help="Validation metric that picks the exported checkpoint (eer and loss: lower is better).",
-    )
-    training.add_argument("--logging_steps", type=int, default=10)
-    training.add_argument(
-        "--report_to", default="tensorboard", help="Accelerate trackers: tensorboard, wandb, all, none, ..."
-    )
 
-    checkpoints = parser.add_argument_group("checkpoints and export")
-    checkpoints.add_argument(
+
+def add_checkpoint_arguments(group):
+    group.add_argument(
         "--checkpointing_steps",
-        type=int,
+        type=positive_int,
         help="Also save a checkpoint every N optimizer steps (one is always saved at each epoch end).",
     )
-    checkpoints.add_argument(
-        "--checkpoints_total_limit", type=int, default=3, help="Keep the newest N checkpoints (plus the best)."
+    group.add_argument(
+        "--checkpoints_total_limit",
+        type=positive_int,
+        default=3,
+        help="Keep the newest N checkpoints (plus the best).",
     )
-    checkpoints.add_argument(
+    group.add_argument(
         "--resume_from_checkpoint", help="'latest' (of OUT/checkpoints; a fresh start if none) or a checkpoint folder."
     )
-    checkpoints.add_argument(
+    group.add_argument(
         "--overwrite_output_dir",
         action="store_true",
         help="Start over in an --output_dir that holds checkpoints of an earlier run (they are deleted).",
     )
-    checkpoints.add_argument(
+    group.add_argument(
         "--do_eval", action="store_true", help="Only evaluate --model_path on --eval_dir (or --dataset_name)."
     )
-    checkpoints.add_argument("--push_to_hub", action="store_true")
-    checkpoints.add_argument("--hub_model_id", help="ORG/NAME to upload OUT/model to with --push_to_hub.")
-    checkpoints.add_argument("--hub_private", action="store_true")
-    args = parser.parse_args(argv)
+    group.add_argument("--push_to_hub", action="store_true", help="Upload OUT/model to --hub_model_id at the end.")
+    group.add_argument("--hub_model_id", help="ORG/NAME to upload OUT/model to with --push_to_hub.")
+    group.add_argument("--hub_private", action="store_true", help="Create the --hub_model_id repo private.")
 
+
+def check_arguments(parser, args):
+    """Refuse combinations that would fail late or silently do something else; parse --config_overrides."""
     if args.do_eval:
         if not args.model_path or not (args.eval_dir or args.dataset_name):
             parser.error("--do_eval needs --model_path and --eval_dir (or --dataset_name)")
@@ -229,8 +278,6 @@ def parse_args(argv=None):
         parser.error("training needs --train_dir (or --dataset_name); use --do_eval to only evaluate")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id ORG/NAME")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        parser.error("--checkpoints_total_limit must be at least 1")
     if args.config_overrides and args.model_path:
         # A checkpoint's weights are shaped by its config: overriding it on load would drop or misfit weights.
         parser.error(
@@ -242,7 +289,94 @@ def parse_args(argv=None):
         check_config_overrides(args.config_overrides)
     except ValueError as error:
         parser.error(f"--config_overrides: {error}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_data_arguments(parser.add_argument_group("data"))
+    add_model_arguments(parser.add_argument_group("model"))
+    add_training_arguments(parser.add_argument_group("training"))
+    add_speed_and_memory_arguments(parser.add_argument_group("speed and memory"))
+    add_checkpoint_arguments(parser.add_argument_group("checkpoints and export"))
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
     return args
+
+
+# Accelerator and output folder
+
+
+def choose_mixed_precision(requested: str | None, device_type: str, environ=os.environ) -> tuple[str, str]:
+    """
+    The mixed precision to run in, and why. --mixed_precision wins; then the launcher's setting when it enables mixed
+    precision (`accelerate launch` passes its flag or config as ACCELERATE_MIXED_PRECISION, and "no" when it has
+    neither, so its "no" says nothing); else the card's bf16 where the device runs it natively.
+    """
+    if requested:
+        return requested, "--mixed_precision"
+    launcher_setting = environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher_setting != "no":
+        return launcher_setting, "set by accelerate launch / accelerate config"
+    if device_type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16", f"default on a GPU with bf16 ({torch.cuda.get_device_name()})"
+    return "no", (
+        f"default on {device_type.upper()}: bf16 is the default only on a CUDA GPU that supports it, since a CPU "
+        "without bf16 units runs it several times slower; --mixed_precision bf16 forces it"
+    )
+
+
+def setup_logging(accelerator):
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file of every checkpoint is noise
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def make_accelerator(args) -> Accelerator:
+    # The precision is fixed when the Accelerator is made, so its device is read the way it will pick it: CUDA when
+    # there is a GPU, unless told to use the CPU (`accelerate launch --cpu`).
+    on_cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+    mixed_precision, reason = choose_mixed_precision(args.mixed_precision, "cuda" if on_cuda else "cpu")
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=None if args.report_to == "none" or args.do_eval else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "runs")),
+        # The DataLoaders pin memory on CUDA, so host-to-device copies can overlap with compute.
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
+    )
+    setup_logging(accelerator)
+    logger.info(f"Mixed precision: {accelerator.mixed_precision} ({reason})")
+    return accelerator
+
+
+def prepare_output_dir(args, accelerator) -> Path:
+    """Create --output_dir and return its checkpoints folder, refusing to mix a new run with an earlier run's."""
+    output_dir = Path(args.output_dir)
+    checkpoints_dir = output_dir / "checkpoints"
+    earlier_run = not args.do_eval and not args.resume_from_checkpoint and complete_checkpoints(checkpoints_dir)
+    if earlier_run and not args.overwrite_output_dir:
+        raise SystemExit(
+            f"{checkpoints_dir} holds checkpoints of an earlier run: continue it with --resume_from_checkpoint "
+            "latest, or start over with --overwrite_output_dir"
+        )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if earlier_run:
+            shutil.rmtree(checkpoints_dir)
+        for leftover in checkpoints_dir.glob(".tmp-*") if checkpoints_dir.is_dir() else []:
+            shutil.rmtree(leftover)  # staging folders of a run killed mid-save
+    accelerator.wait_for_everyone()
+    return checkpoints_dir
+
+
+# Model
 
 
 def load_model_and_processor(args):
@@ -252,6 +386,11 @@ def load_model_and_processor(args):
     """
     if args.model_path:
         model = DFDForVideoClassification.from_pretrained(args.model_path, dtype=torch.float32)
+        # The data's labels are CLASS_NAMES' indices: a checkpoint that numbers its classes otherwise would be
+        # trained and scored on swapped classes.
+        expected_labels = dict(enumerate(CLASS_NAMES))
+        if model.config.id2label != expected_labels:
+            raise ValueError(f"{args.model_path}: labels {model.config.id2label}, expected {expected_labels}")
         try:
             return model, DFDVideoProcessor.from_pretrained(args.model_path)
         except OSError:
@@ -259,6 +398,32 @@ def load_model_and_processor(args):
     else:
         model = DFDForVideoClassification.from_clip(args.init_from, **args.config_overrides)
     return model, processor_for(model.config)
+
+
+def prepare_model(args, model, accelerator):
+    if args.gradient_checkpointing:
+        model.set_checkpointed_blocks(args.checkpointed_blocks)
+    if args.torch_compile:
+        model.compile_blocks()
+    if accelerator.mixed_precision == "bf16":
+        model.cast_frozen_weights(torch.bfloat16)  # the export is rebuilt in fp32 (see export_model)
+
+
+# Data
+
+
+@dataclass
+class VideoData:
+    """The readable videos of a run, with the row of each in the frame cache."""
+
+    train: datasets.Dataset | None  # None with --do_eval
+    evaluation: datasets.Dataset  # the validation videos, or with --do_eval the evaluated ones
+    frames: datasets.Dataset
+    row_of_video: dict[str, int]
+    skipped: int  # unreadable videos, left out
+
+    def cached_videos(self, table: datasets.Dataset) -> CachedVideos:
+        return CachedVideos(self.frames, [self.row_of_video[video] for video in table["video"]], list(table["label"]))
 
 
 def load_tables(args) -> tuple[datasets.Dataset, datasets.Dataset | None]:
@@ -306,8 +471,20 @@ def readable(table: datasets.Dataset, row_of_video: dict) -> datasets.Dataset:
     return table.select([index for index, video in enumerate(table["video"]) if video in row_of_video])
 
 
-def make_clips(table: datasets.Dataset, frames: datasets.Dataset, row_of_video: dict) -> CachedClips:
-    return CachedClips(frames, [row_of_video[video] for video in table["video"]], list(table["label"]))
+def load_data(args, accelerator, processor) -> VideoData:
+    """The videos to train and validate on (or to evaluate), decoded once into the frame cache."""
+    with accelerator.main_process_first():  # the main process decodes, the others then read the cache
+        table, validation_table = load_tables(args)
+        tables = [table] if validation_table is None else [table, validation_table]
+        frames, row_of_video, skipped = decode_videos(tables, FrameCache(args.cache_dir, processor), args)
+    table = readable(table, row_of_video)
+    if args.do_eval:
+        return VideoData(None, table, frames, row_of_video, skipped)
+    if validation_table is None:
+        table, validation_table = stratified_split(table, args.validation_split_percentage, args.seed)
+    else:
+        validation_table = readable(validation_table, row_of_video)
+    return VideoData(table, validation_table, frames, row_of_video, skipped)
 
 
 def class_counts(labels) -> dict[str, int]:
@@ -315,31 +492,116 @@ def class_counts(labels) -> dict[str, int]:
     return {name: int(count) for name, count in zip(CLASS_NAMES, counts)}
 
 
-@torch.no_grad()
-def evaluate_model(model, dataloader, processor, metric, accelerator) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Metrics over the whole dataset (predictions gathered from every process), plus labels and fake scores."""
-    model.eval()
-    labels, scores, predictions, losses = [], [], [], []
-    for batch in dataloader:
-        logits = model(pixel_values=normalize_clips(batch["frames"], processor)).logits.float()
-        loss = F.cross_entropy(logits, batch["labels"], reduction="none")
-        gathered = accelerator.gather_for_metrics((batch["labels"], logits.softmax(-1)[:, 1], logits.argmax(-1), loss))
-        for store, values in zip((labels, scores, predictions, losses), gathered):
-            store.append(values.cpu())
-    labels, scores, predictions, losses = (
-        torch.cat(values).numpy() for values in (labels, scores, predictions, losses)
+def make_eval_dataloader(args, data: VideoData) -> DataLoader:
+    return DataLoader(
+        data.cached_videos(data.evaluation),
+        batch_size=args.per_device_eval_batch_size,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
     )
-    metrics = metric.compute(predictions=predictions, references=labels, prediction_scores=scores)
-    metrics["loss"] = float(losses.mean())
-    return metrics, labels, scores
 
 
-def is_improvement(value: float, best: float | None, metric_name: str) -> bool:
-    if best is None or (math.isnan(best) and not math.isnan(value)):
-        return True
-    if math.isnan(value):
-        return False
-    return value < best if metric_name in LOWER_IS_BETTER else value > best
+def make_train_dataloader(args, data: VideoData) -> tuple[DataLoader, torch.Generator]:
+    """
+    The training DataLoader and its sampler's generator. The generator is reseeded every epoch (see main), so the order
+    of epoch e depends only on (seed, e), which is what makes a mid-epoch resume exact.
+    """
+    labels = np.asarray(data.train["label"], dtype=np.int64)
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES))
+    if (counts == 0).any():
+        raise ValueError(f"the training data needs both classes, got {class_counts(labels)}")
+    dataset = data.cached_videos(data.train)
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.class_balanced_sampling:  # inverse class frequency: both classes are drawn equally often
+        weights = (1.0 / counts[labels]).tolist()
+        sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    dataloader = DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,  # otherwise each new iterator draws its worker seed from the global RNG
+    )
+    return dataloader, generator
+
+
+# Optimizer and scheduler
+
+
+def make_optimizer(args, model) -> torch.optim.AdamW:
+    """AdamW on the trainable parameters, no weight decay on biases and norms."""
+    decay_names = set(get_parameter_names(model, [nn.LayerNorm], ["bias"]))
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in trainable if n in decay_names], "weight_decay": args.weight_decay},
+            {"params": [p for n, p in trainable if n not in decay_names], "weight_decay": 0.0},
+        ],
+        lr=args.learning_rate,
+    )
+
+
+def training_length(args, accelerator, train_dataloader) -> tuple[int, int]:
+    """(optimizer steps in total, epochs), from --max_train_steps or --num_train_epochs."""
+    num_update_steps_per_epoch = math.ceil(
+        math.ceil(len(train_dataloader) / accelerator.num_processes) / args.gradient_accumulation_steps
+    )
+    max_train_steps = args.max_train_steps or args.num_train_epochs * num_update_steps_per_epoch
+    return max_train_steps, math.ceil(max_train_steps / num_update_steps_per_epoch)
+
+
+def make_lr_scheduler(args, optimizer, max_train_steps: int, accelerator):
+    # The prepared scheduler steps once per process on every optimizer step (see AcceleratedScheduler).
+    return get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=math.ceil(args.warmup_ratio * max_train_steps) * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )
+
+
+# Run summary
+
+
+def describe_run(args, accelerator, model, data: VideoData, max_train_steps: int, num_train_epochs: int) -> dict:
+    """What the run trains on and with: logged now, saved at the end in metrics.json and the model card."""
+    unwrapped = accelerator.unwrap_model(model)
+    effective_batch_size = (
+        args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    )
+    run = {
+        "epochs": num_train_epochs,
+        "data": {"train": class_counts(data.train["label"]), "validation": class_counts(data.evaluation["label"])},
+        "skipped_videos": data.skipped,
+        "num_processes": accelerator.num_processes,
+        "effective_batch_size": effective_batch_size,
+        "mixed_precision": accelerator.mixed_precision,
+        "hardware": describe_hardware(accelerator),
+        "trainable_parameters": unwrapped.num_parameters(only_trainable=True),
+        "total_parameters": unwrapped.num_parameters(),
+    }
+    logger.info(
+        f"Training on {len(data.train)} videos {run['data']['train']}, validating on {len(data.evaluation)} "
+        f"{run['data']['validation']}, {data.skipped} unreadable skipped; {run['trainable_parameters']:,} of "
+        f"{run['total_parameters']:,} parameters trainable; {num_train_epochs} epochs, {max_train_steps} optimizer "
+        f"steps of {run['effective_batch_size']} videos ({accelerator.num_processes} processes, precision "
+        f"{accelerator.mixed_precision})"
+    )
+    return run
+
+
+def describe_hardware(accelerator) -> str:
+    if accelerator.device.type == "cuda":
+        device = torch.cuda.get_device_name(accelerator.device)
+    else:
+        device = f"{accelerator.device.type.upper()} ({platform.machine()}, {os.cpu_count()} cores)"
+    return f"{accelerator.num_processes} x {device}"
+
+
+# Checkpoints and resuming
 
 
 def complete_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -404,6 +666,212 @@ def load_checkpoint(accelerator, model, checkpoint: Path) -> dict:
     return json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
 
 
+def resume(args, accelerator, model, checkpoints_dir: Path) -> dict:
+    """
+    The trainer state to start from: a new one, or --resume_from_checkpoint's, whose weights, optimizer, scheduler
+    and RNG states are loaded too (its position in the data is in the state). log.jsonl starts over from it.
+    """
+    checkpoint = None
+    if args.resume_from_checkpoint == "latest":
+        checkpoint = (complete_checkpoints(checkpoints_dir) or [None])[-1]
+        if checkpoint is None:
+            logger.info(f"No complete checkpoint in {checkpoints_dir}: starting from scratch")
+    elif args.resume_from_checkpoint:
+        checkpoint = Path(args.resume_from_checkpoint)
+        if not (checkpoint / TRAINER_STATE_NAME).is_file():
+            raise ValueError(f"{checkpoint}: not a complete checkpoint (no {TRAINER_STATE_NAME})")
+    if checkpoint is None:
+        state = new_trainer_state()
+    else:
+        state = load_checkpoint(accelerator, model, checkpoint)
+        logger.info(
+            f"Resumed from {checkpoint}: epoch {state['epoch']}, batch {state['batch_in_epoch']}, "
+            f"step {state['global_step']}"
+        )
+    if accelerator.is_main_process:  # the log holds exactly the epochs of the state we continue from
+        write_log(Path(args.output_dir), state["log_history"])
+    return state
+
+
+def new_trainer_state() -> dict:
+    """Where a run stands, saved in every checkpoint as trainer_state.json."""
+    return {
+        "global_step": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "best_metric": None,
+        "best_checkpoint": None,
+        "best_epoch": None,
+        "log_history": [],
+        "epoch_loss_sum": 0.0,
+        "epoch_loss_count": 0,
+        "train_runtime": 0.0,
+    }
+
+
+# Training and evaluation
+
+
+def train_one_epoch(
+    args,
+    accelerator,
+    model,
+    optimizer,
+    lr_scheduler,
+    train_dataloader,
+    processor,
+    state: dict,
+    epoch: int,
+    *,
+    max_train_steps: int,
+    checkpoints_dir: Path,
+    progress_bar,
+    started_at: float,
+):
+    """One pass over the training data (the rest of it after a mid-epoch resume); updates `state` as it goes."""
+    model.train()
+    skip_batches = state["batch_in_epoch"] if epoch == state["epoch"] else 0
+    epoch_dataloader = (
+        accelerator.skip_first_batches(train_dataloader, skip_batches) if skip_batches else train_dataloader
+    )
+    if not skip_batches:
+        state["epoch_loss_sum"], state["epoch_loss_count"] = 0.0, 0
+    # Summed on the device over the accumulated batches, read once per optimizer step: reading each batch's loss
+    # would make the host wait for the GPU before it prepares the next batch.
+    accumulated_loss, accumulated_batches = 0.0, 0
+    epoch_start, videos_seen = time.time(), 0
+    for batch_index, batch in enumerate(epoch_dataloader, start=skip_batches):
+        with accelerator.accumulate(model):
+            pixel_values = normalize_videos(augment_videos(batch["frames"], args.brightness_jitter), processor)
+            logits = model(pixel_values=pixel_values).logits
+            loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=args.label_smoothing)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad()
+        accumulated_loss, accumulated_batches = accumulated_loss + loss.detach(), accumulated_batches + 1
+        videos_seen += len(batch["labels"]) * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        state["epoch_loss_sum"] += accumulated_loss.item()
+        state["epoch_loss_count"] += accumulated_batches
+        accumulated_loss, accumulated_batches = 0.0, 0
+        state["global_step"] += 1
+        state["batch_in_epoch"] = batch_index + 1
+        learning_rate = lr_scheduler.get_last_lr()[0]
+        progress_bar.update(1)
+        progress_bar.set_postfix(
+            loss=f"{loss.item():.4f}",
+            lr=f"{learning_rate:.2e}",
+            videos_per_s=f"{videos_seen / (time.time() - epoch_start):.1f}",
+        )
+        if state["global_step"] % args.logging_steps == 0:
+            accelerator.log(
+                {"train/loss": accelerator.reduce(loss.detach(), "mean").item(), "train/learning_rate": learning_rate},
+                step=state["global_step"],
+            )
+        last_batch = batch_index + 1 == len(train_dataloader)
+        if args.checkpointing_steps and state["global_step"] % args.checkpointing_steps == 0 and not last_batch:
+            state["train_runtime"] = time.time() - started_at
+            save_checkpoint(accelerator, checkpoints_dir, {**state, "epoch": epoch}, args.checkpoints_total_limit)
+        if state["global_step"] >= max_train_steps:
+            break
+
+
+@torch.no_grad()
+def evaluate_model(model, dataloader, processor, metric, accelerator):
+    """Metrics over the whole dataset (predictions gathered from every process), plus labels and fake scores."""
+    model.eval()
+    fake_index = accelerator.unwrap_model(model).config.label2id[FAKE_LABEL]
+    labels, scores, predictions, losses = [], [], [], []
+    for batch in dataloader:
+        logits = model(pixel_values=normalize_videos(batch["frames"], processor)).logits.float()
+        loss = F.cross_entropy(logits, batch["labels"], reduction="none")
+        gathered = accelerator.gather_for_metrics(
+            (batch["labels"], logits.softmax(-1)[:, fake_index], logits.argmax(-1), loss)
+        )
+        for store, values in zip((labels, scores, predictions, losses), gathered):
+            store.append(values.cpu())
+    labels, scores, predictions, losses = (
+        torch.cat(values).numpy() for values in (labels, scores, predictions, losses)
+    )
+    metrics = metric.compute(predictions=predictions, references=labels, prediction_scores=scores)
+    metrics["loss"] = float(losses.mean())
+    return metrics, labels, scores
+
+
+def is_improvement(value: float, best: float | None, metric_name: str) -> bool:
+    if best is None or (math.isnan(best) and not math.isnan(value)):
+        return True
+    if math.isnan(value):
+        return False
+    return value < best if metric_name in LOWER_IS_BETTER else value > best
+
+
+def write_log(output_dir: Path, entries: list[dict], append: bool = False):
+    """log.jsonl, one JSON line per epoch."""
+    lines = "".join(json.dumps(json_ready(entry)) + "\n" for entry in entries)
+    if not append:
+        write_atomically(output_dir / "log.jsonl", lines)
+        return
+    with open(output_dir / "log.jsonl", "a", encoding="utf-8") as log_file:
+        log_file.write(lines)
+
+
+def end_epoch(args, accelerator, lr_scheduler, state: dict, epoch: int, metrics: dict, checkpoints_dir: Path):
+    """Log the epoch's training loss and validation metrics, note whether it is the best, and checkpoint it."""
+    train_loss = accelerator.reduce(
+        torch.tensor(state["epoch_loss_sum"] / max(1, state["epoch_loss_count"]), device=accelerator.device), "mean"
+    ).item()
+    entry = {
+        "epoch": epoch + 1,
+        "step": state["global_step"],
+        "train_loss": train_loss,
+        "learning_rate": lr_scheduler.get_last_lr()[0],
+        **{f"eval_{name}": value for name, value in metrics.items()},
+    }
+    state["log_history"].append(entry)
+    accelerator.log(
+        {
+            "train/epoch_loss": train_loss,
+            "epoch": epoch + 1,
+            **{f"eval/{name}": value for name, value in metrics.items()},
+        },
+        step=state["global_step"],
+    )
+    if accelerator.is_main_process:
+        write_log(Path(args.output_dir), [entry], append=True)
+    value = metrics[args.metric_for_best_model]
+    if is_improvement(value, state["best_metric"], args.metric_for_best_model):
+        state.update(
+            best_metric=value, best_checkpoint=f"{CHECKPOINT_PREFIX}{state['global_step']}", best_epoch=epoch + 1
+        )
+    logger.info(f"Epoch {epoch + 1}: train loss {train_loss:.4f}, validation {json.dumps(json_ready(metrics))}")
+    checkpoint_state = {**state, "epoch": epoch + 1, "batch_in_epoch": 0}
+    save_checkpoint(accelerator, checkpoints_dir, checkpoint_state, args.checkpoints_total_limit)
+
+
+def evaluate_only(args, accelerator, model, processor, metric, eval_dataloader, data: VideoData):
+    """--do_eval: metrics.json and roc_curve.png of --model_path on the evaluation data."""
+    model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
+    metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
+    if accelerator.is_main_process:
+        output_dir = Path(args.output_dir)
+        results = {f"eval_{name}": value for name, value in metrics.items()}
+        results.update(eval_samples=len(labels), eval_class_counts=class_counts(labels), skipped_videos=data.skipped)
+        write_json(output_dir / "metrics.json", results)
+        plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
+        logger.info(
+            f"Evaluation of {args.model_path} on {len(labels)} videos ({data.skipped} unreadable skipped): "
+            f"{json.dumps(json_ready(metrics))}"
+        )
+
+
+# Export
+
+
 def export_model(args, checkpoint: Path):
     """
     The detector to export: a fresh fp32 copy of the source (--init_from / --model_path) with `checkpoint`'s
@@ -414,36 +882,72 @@ def export_model(args, checkpoint: Path):
     return model
 
 
-def describe_hardware(accelerator) -> str:
-    if accelerator.device.type == "cuda":
-        device = torch.cuda.get_device_name(accelerator.device)
-    else:
-        device = f"{accelerator.device.type.upper()} ({platform.machine()}, {os.cpu_count()} cores)"
-    return f"{accelerator.num_processes} x {device}"
+def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dataloader, state: dict, run: dict):
+    """
+    Evaluate the best checkpoint once more, so that every reported number belongs to the exported weights, then
+    export it with its model card, metrics.json and roc_curve.png.
+    """
+    output_dir = Path(args.output_dir)
+    best_checkpoint = output_dir / "checkpoints" / state["best_checkpoint"]
+    load_checkpoint(accelerator, model, best_checkpoint)
+    metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
+    if not accelerator.is_main_process:
+        return
+    summary = {
+        "best_checkpoint": best_checkpoint.name,
+        "best_epoch": state["best_epoch"],
+        "metric_for_best_model": args.metric_for_best_model,
+        "global_step": state["global_step"],
+        "train_runtime": state["train_runtime"],
+        **run,
+    }
+    results = {f"eval_{name}": value for name, value in metrics.items()}
+    results.update(eval_samples=len(labels), train_samples=sum(run["data"]["train"].values()), **summary)
+    model_to_export = export_model(args, best_checkpoint)
+    readme = model_card(args, model_to_export, summary, metrics)
+    export_dir = save_detector(model_to_export, processor, output_dir / "model", readme=readme)
+    write_json(output_dir / "metrics.json", results)
+    plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
+    logger.info(
+        f"Done in {state['train_runtime'] / 60:.1f} min: best {args.metric_for_best_model} "
+        f"{metrics[args.metric_for_best_model]:.4f} at epoch {state['best_epoch']} ({best_checkpoint.name}); "
+        f"{run['skipped_videos']} unreadable video(s) skipped. Exported to {export_dir}, metrics in "
+        f"{output_dir}/metrics.json"
+    )
 
 
-def model_card(args, model, summary: dict, metrics: dict) -> str:
-    """README.md for the exported model: the original card's sections with this run's numbers and a model-index."""
-    config = model.config
-    base_model = None if args.model_path else args.init_from
-    if base_model and Path(base_model).exists():
-        base_model = None  # a local folder is not a Hub reference
-    dataset_name = args.dataset_name or "local videos"
-    card_data = ModelCardData(
+def hub_id(reference: str | None) -> str | None:
+    """`reference` when it names a Hub repo; None for a local path, which a published card must not show."""
+    return None if reference is None or Path(reference).exists() else reference
+
+
+def describe_source(args) -> str:
+    """Where the detector's weights came from, as the card says it."""
+    kind = "fine-tuned from the DFD detector" if args.model_path else "built from the CLIP checkpoint"
+    repo = hub_id(args.model_path or args.init_from)
+    if repo is None:
+        return "fine-tuned from a local DFD checkpoint" if args.model_path else "built from a local CLIP checkpoint"
+    return f"{kind} [`{repo}`](https://huggingface.co/{repo})"
+
+
+def model_card_data(args, metrics: dict) -> ModelCardData:
+    """The card's YAML metadata: Hub references only, and a model-index of this run's validation metrics."""
+    dataset = hub_id(args.dataset_name)
+    return ModelCardData(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="video-classification",
-        base_model=base_model,
-        datasets=[args.dataset_name] if args.dataset_name else None,
+        base_model=hub_id(args.model_path or args.init_from),
+        datasets=[dataset] if dataset else None,
         metrics=["accuracy", "roc_auc", "f1", "recall"],
         tags=["deepfake-detection", "video-classification", "clip", "spatiotemporal-adapters"],
-        model_name=args.hub_model_id or Path(args.output_dir).name,
+        model_name=args.hub_model_id.split("/")[-1] if args.hub_model_id else DEFAULT_MODEL_NAME,
         eval_results=[
             EvalResult(
                 task_type="video-classification",
                 task_name="Deepfake detection",
-                dataset_type=args.dataset_name or "videofolder",
-                dataset_name=dataset_name,
+                dataset_type=dataset or "videofolder",
+                dataset_name=dataset or "local videos",
                 dataset_split="validation",
                 metric_type=name,
                 metric_value=round(metrics[name], 4),
@@ -453,93 +957,54 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
             if math.isfinite(metrics[name])
         ],
     )
+
+
+def model_card(args, model, summary: dict, metrics: dict) -> str:
+    """README.md of the export: tools/model_card.md filled in with this run's recipe and numbers."""
+    config = model.config
+    card_data = model_card_data(args, metrics)
+    dataset = hub_id(args.dataset_name)
+    counts = summary["data"]
     trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
     adapters = (
         f"in {len(config.adapter_layers)} of {config.vision_config.num_hidden_layers} blocks"
         if config.adapter_layers
         else "none (frame-only ablation)"
     )
-    counts = summary["data"]
-    data_rows = "\n".join(
-        f"| {split} | {counts[split]['real']:,} | {counts[split]['fake']:,} | {sum(counts[split].values()):,} |"
-        for split in ("train", "validation")
-    )
-    metric_rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
-    repo = args.hub_model_id or "path/to/model"
-    batch = (
-        f"{args.per_device_train_batch_size} per device x {summary['num_processes']} process(es) x "
-        f"{args.gradient_accumulation_steps} accumulation steps = {summary['effective_batch_size']}"
-    )
     precision = {"no": "fp32", "bf16": "bf16 autocast, frozen backbone stored in bf16"}.get(
         summary["mixed_precision"], summary["mixed_precision"]
     )
-    body = f"""
-# {card_data.model_name}
-
-A video deepfake detector: a frozen CLIP vision tower (`{args.model_path or args.init_from}`) with spatiotemporal
-adapters, trained with `train_accelerate.py`. It reads {config.num_frames} evenly spaced frames per video at
-{config.image_size}x{config.image_size} and predicts label 0 = real or 1 = fake.
-
-- Adapters: {adapters} (bottleneck {config.adapter_bottleneck}, 3-D kernel {config.adapter_kernel_size})
-- Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%); the CLIP backbone is frozen
-
-## Intended use
-
-Research on deepfake detection and benchmarking; screening in content-moderation pipelines with human review. Not for
-high-stakes decisions on its own, nor for video domains far from the training data without fine-tuning.
-
-## Training data
-
-Source: {args.train_dir or dataset_name}. Unreadable videos skipped: {summary["skipped_videos"]}.
-
-| split | real | fake | total |
-|---|---|---|---|
-{data_rows}
-
-## Training procedure
-
-| setting | value |
-|---|---|
-| epochs / optimizer steps | {summary["epochs"]} / {summary["global_step"]} |
-| batch | {batch} |
-| optimizer | AdamW, weight decay {args.weight_decay} (none on biases and norms) |
-| learning rate | {args.learning_rate}, {args.lr_scheduler_type} after {args.warmup_ratio:.0%} linear warmup |
-| loss | cross-entropy, label smoothing {args.label_smoothing} |
-| gradient clipping | max norm {args.max_grad_norm} |
-| sampling | WeightedRandomSampler, inverse class-frequency weights |
-| augmentation | horizontal flip, brightness jitter {args.brightness_jitter} (one draw per clip) |
-| precision | {precision}{", gradient checkpointing" if args.gradient_checkpointing else ""} |
-| seed | {args.seed} |
-| hardware | {summary["hardware"]} |
-| training time | {summary["train_runtime"] / 60:.1f} min |
-
-## Evaluation
-
-Validation metrics of this checkpoint ({summary["best_checkpoint"]}, epoch {summary["best_epoch"]}), the best by
-`{args.metric_for_best_model}`; fake is the positive class, `recall_real` / `recall_fake` are the real / fake
-detection rates.
-
-| metric | value |
-|---|---|
-{metric_rows}
-
-## Usage
-
-```python
-from transformers import AutoModelForVideoClassification, AutoVideoProcessor
-
-model = AutoModelForVideoClassification.from_pretrained("{repo}", trust_remote_code=True)
-processor = AutoVideoProcessor.from_pretrained("{repo}", trust_remote_code=True)
-inputs = processor(videos="clip.mp4", return_tensors="pt")
-probabilities = model(**inputs).logits.softmax(-1)  # [p(real), p(fake)]
-```
-
-## Limitations
-
-The validation set is small and imbalanced like the training data, so its metrics are noisy, especially for the
-minority class. {config.num_frames} frames cover only part of a long video; artifacts between them can be missed.
-"""
-    return f"---\n{card_data.to_yaml()}\n---\n{body}"
+    if args.gradient_checkpointing:
+        precision += ", gradient checkpointing"
+    sampling = "WeightedRandomSampler, inverse class-frequency weights"
+    if not args.class_balanced_sampling:
+        sampling = "uniform shuffle (no class balancing)"
+    return MODEL_CARD_TEMPLATE.read_text(encoding="utf-8").format(
+        metadata=card_data.to_yaml(),
+        model_name=card_data.model_name,
+        source=describe_source(args),
+        config=config,
+        adapters=f"{adapters} (bottleneck {config.adapter_bottleneck}, 3-D kernel {config.adapter_kernel_size})",
+        trainable=trainable,
+        total=total,
+        trainable_share=trainable / total,
+        data_source=f"the Hub dataset [`{dataset}`](https://huggingface.co/datasets/{dataset})"
+        if dataset
+        else "local videos",
+        data_rows="\n".join(
+            f"| {split} | {counts[split]['real']:,} | {counts[split]['fake']:,} | {sum(counts[split].values()):,} |"
+            for split in ("train", "validation")
+        ),
+        summary=summary,
+        args=args,
+        batch=f"{args.per_device_train_batch_size} per device x {summary['num_processes']} process(es) x "
+        f"{args.gradient_accumulation_steps} accumulation steps = {summary['effective_batch_size']}",
+        sampling=sampling,
+        precision=precision,
+        training_minutes=summary["train_runtime"] / 60,
+        metric_rows="\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items()),
+        repo=args.hub_model_id or "path/to/model",
+    )
 
 
 def push_export(args, export_dir: Path):
@@ -564,321 +1029,71 @@ def push_export(args, export_dir: Path):
 
 def main(argv=None):
     args = parse_args(argv)
-    output_dir = Path(args.output_dir)
-    checkpoints_dir = output_dir / "checkpoints"
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" or args.do_eval else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "runs")),
-        # The DataLoaders pin memory on CUDA, so host-to-device copies can overlap with compute.
-        dataloader_config=DataLoaderConfiguration(non_blocking=True),
-    )
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file of every checkpoint is noise
-    if accelerator.is_local_main_process:
-        datasets.utils.logging.set_verbosity_warning()
-        transformers.utils.logging.set_verbosity_warning()
-    else:
-        datasets.utils.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
-        transformers.utils.logging.set_verbosity_error()
+    accelerator = make_accelerator(args)
     # Each process gets its own seed (seed + rank) for augmentation and dropout; the model starts from rank 0's
     # weights (DDP broadcasts them) and the sampler has its own generator, the same on every rank.
     set_seed(args.seed, device_specific=True)
-    earlier_run = not args.do_eval and not args.resume_from_checkpoint and complete_checkpoints(checkpoints_dir)
-    if earlier_run and not args.overwrite_output_dir:
-        raise SystemExit(
-            f"{checkpoints_dir} holds checkpoints of an earlier run: continue it with --resume_from_checkpoint "
-            "latest, or start over with --overwrite_output_dir"
-        )
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if earlier_run:
-            shutil.rmtree(checkpoints_dir)
-        for leftover in checkpoints_dir.glob(".tmp-*") if checkpoints_dir.is_dir() else []:
-            shutil.rmtree(leftover)  # staging folders of a run killed mid-save
-    accelerator.wait_for_everyone()
+    checkpoints_dir = prepare_output_dir(args, accelerator)
 
-    # Model and metric
     model, processor = load_model_and_processor(args)
-    if args.gradient_checkpointing:
-        model.set_checkpointed_blocks(args.checkpointed_blocks)
-    if args.torch_compile:
-        model.compile_blocks()
-    if accelerator.mixed_precision == "bf16":
-        model.cast_frozen_weights(torch.bfloat16)  # the export is rebuilt in fp32 (see export_model)
+    prepare_model(args, model, accelerator)
     with accelerator.main_process_first():
-        metric = evaluate.load(str(METRICS_PATH), keep_in_memory=True)
+        metric = load_dfd_metrics(keep_in_memory=True)
 
-    # Data: decode every video once into the frame cache (the main process decodes, the others then read it).
-    with accelerator.main_process_first():
-        table, validation_table = load_tables(args)
-        tables = [table] if validation_table is None else [table, validation_table]
-        frames, row_of_video, skipped = decode_videos(tables, FrameCache(args.cache_dir, processor), args)
-    table = readable(table, row_of_video)
-    if validation_table is not None:
-        validation_table = readable(validation_table, row_of_video)
-    elif not args.do_eval:
-        table, validation_table = stratified_split(table, args.validation_split_percentage, args.seed)
-    evaluation_table = table if args.do_eval else validation_table
-    eval_dataloader = DataLoader(
-        make_clips(evaluation_table, frames, row_of_video),
-        batch_size=args.per_device_eval_batch_size,
-        num_workers=args.dataloader_num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )
-
+    data = load_data(args, accelerator, processor)
+    eval_dataloader = make_eval_dataloader(args, data)
     if args.do_eval:
-        model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
-        metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
-        if accelerator.is_main_process:
-            results = {f"eval_{name}": value for name, value in metrics.items()}
-            results.update(eval_samples=len(labels), eval_class_counts=class_counts(labels), skipped_videos=skipped)
-            write_json(output_dir / "metrics.json", results)
-            plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
-            logger.info(
-                f"Evaluation of {args.model_path} on {len(labels)} videos ({skipped} unreadable skipped): "
-                f"{json.dumps(json_ready(metrics))}"
-            )
+        evaluate_only(args, accelerator, model, processor, metric, eval_dataloader, data)
         accelerator.end_training()
         return
+    train_dataloader, sampler_generator = make_train_dataloader(args, data)
 
-    train_labels = np.asarray(table["label"], dtype=np.int64)
-    counts = np.bincount(train_labels, minlength=len(CLASS_NAMES))
-    if (counts == 0).any():
-        raise ValueError(f"the training data needs both classes, got {class_counts(train_labels)}")
-    # Inverse class frequency: both classes are drawn equally often. Reseeded every epoch (see the loop), so the
-    # order of epoch e depends only on (seed, e), which is what makes a mid-epoch resume exact.
-    sampler_generator = torch.Generator().manual_seed(args.seed)
-    sampler = WeightedRandomSampler(
-        (1.0 / counts[train_labels]).tolist(),
-        num_samples=len(train_labels),
-        replacement=True,
-        generator=sampler_generator,
-    )
-    train_dataloader = DataLoader(
-        make_clips(table, frames, row_of_video),
-        sampler=sampler,
-        batch_size=args.per_device_train_batch_size,
-        num_workers=args.dataloader_num_workers,
-        pin_memory=torch.cuda.is_available(),
-        generator=sampler_generator,  # otherwise each new iterator draws its worker seed from the global RNG
-    )
-
-    # Optimizer: AdamW on the trainable parameters, no weight decay on biases and norms.
-    decay_names = set(get_parameter_names(model, [nn.LayerNorm], ["bias"]))
-    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in trainable if n in decay_names], "weight_decay": args.weight_decay},
-            {"params": [p for n, p in trainable if n not in decay_names], "weight_decay": 0.0},
-        ],
-        lr=args.learning_rate,
-    )
-    num_update_steps_per_epoch = math.ceil(
-        math.ceil(len(train_dataloader) / accelerator.num_processes) / args.gradient_accumulation_steps
-    )
-    max_train_steps = args.max_train_steps or args.num_train_epochs * num_update_steps_per_epoch
-    num_train_epochs = math.ceil(max_train_steps / num_update_steps_per_epoch)
-    # The prepared scheduler steps once per process on every optimizer step (see AcceleratedScheduler).
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer=optimizer,
-        num_warmup_steps=math.ceil(args.warmup_ratio * max_train_steps) * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+    optimizer = make_optimizer(args, model)
+    max_train_steps, num_train_epochs = training_length(args, accelerator, train_dataloader)
+    lr_scheduler = make_lr_scheduler(args, optimizer, max_train_steps, accelerator)
     model, optimizer, train_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, lr_scheduler
     )
     accelerator.register_save_state_pre_hook(keep_only_trainable_weights)
-    tracker_config = {
-        key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in vars(args).items()
-    }
+    tracker_config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()}
     accelerator.init_trackers("dfd", config=tracker_config)
+    run = describe_run(args, accelerator, model, data, max_train_steps, num_train_epochs)
 
-    unwrapped = accelerator.unwrap_model(model)
-    num_trainable, num_total = unwrapped.num_parameters(only_trainable=True), unwrapped.num_parameters()
-    data_counts = {"train": class_counts(table["label"]), "validation": class_counts(validation_table["label"])}
-    effective_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    logger.info(
-        f"Training on {len(table)} videos {data_counts['train']}, validating on {len(validation_table)} "
-        f"{data_counts['validation']}, {skipped} unreadable skipped; {num_trainable:,} of {num_total:,} parameters "
-        f"trainable; {num_train_epochs} epochs, {max_train_steps} optimizer steps of {effective_batch} videos "
-        f"({accelerator.num_processes} processes, precision {accelerator.mixed_precision})"
-    )
+    state = resume(args, accelerator, model, checkpoints_dir)
 
-    # Resume: weights, optimizer, scheduler and RNG states from the checkpoint, position in the data from its state.
-    state = {
-        "global_step": 0,
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "best_metric": None,
-        "best_checkpoint": None,
-        "best_epoch": None,
-        "log_history": [],
-        "epoch_loss_sum": 0.0,
-        "epoch_loss_count": 0,
-        "train_runtime": 0.0,
-    }
-    checkpoint = None
-    if args.resume_from_checkpoint == "latest":
-        checkpoint = (complete_checkpoints(checkpoints_dir) or [None])[-1]
-        if checkpoint is None:
-            logger.info(f"No complete checkpoint in {checkpoints_dir}: starting from scratch")
-    elif args.resume_from_checkpoint:
-        checkpoint = Path(args.resume_from_checkpoint)
-        if not (checkpoint / TRAINER_STATE_NAME).is_file():
-            raise ValueError(f"{checkpoint}: not a complete checkpoint (no {TRAINER_STATE_NAME})")
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, model, checkpoint)
-        logger.info(
-            f"Resumed from {checkpoint}: epoch {state['epoch']}, batch {state['batch_in_epoch']}, "
-            f"step {state['global_step']}"
-        )
-    if accelerator.is_main_process:  # the log holds exactly the epochs of the state we continue from
-        write_atomically(
-            output_dir / "log.jsonl", "".join(json.dumps(json_ready(entry)) + "\n" for entry in state["log_history"])
-        )
-
-    # Training loop
     progress_bar = tqdm(
         total=max_train_steps, initial=state["global_step"], unit="step", disable=not accelerator.is_local_main_process
     )
-    start_time, videos_seen = time.time(), 0
-    runtime_before = state["train_runtime"]
+    started_at = time.time() - state["train_runtime"]  # a resumed run counts the time trained before
     for epoch in range(state["epoch"], num_train_epochs):
         if state["global_step"] >= max_train_steps:
             break
-        model.train()
         sampler_generator.manual_seed(args.seed + epoch)
-        skip_batches = state["batch_in_epoch"] if epoch == state["epoch"] else 0
-        epoch_dataloader = (
-            accelerator.skip_first_batches(train_dataloader, skip_batches) if skip_batches else train_dataloader
+        train_one_epoch(
+            args,
+            accelerator,
+            model,
+            optimizer,
+            lr_scheduler,
+            train_dataloader,
+            processor,
+            state,
+            epoch,
+            max_train_steps=max_train_steps,
+            checkpoints_dir=checkpoints_dir,
+            progress_bar=progress_bar,
+            started_at=started_at,
         )
-        if not skip_batches:
-            state["epoch_loss_sum"], state["epoch_loss_count"] = 0.0, 0
-        # Summed on the device over the accumulation window, read once per optimizer step: reading each micro-batch's
-        # loss would make the host wait for the GPU before it prepares the next batch.
-        window_loss, window_batches = 0.0, 0
-        for batch_index, batch in enumerate(epoch_dataloader, start=skip_batches):
-            with accelerator.accumulate(model):
-                pixel_values = normalize_clips(augment_clips(batch["frames"], args.brightness_jitter), processor)
-                logits = model(pixel_values=pixel_values).logits
-                loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=args.label_smoothing)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            window_loss, window_batches = window_loss + loss.detach(), window_batches + 1
-            videos_seen += len(batch["labels"]) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            state["epoch_loss_sum"] += window_loss.item()
-            state["epoch_loss_count"] += window_batches
-            window_loss, window_batches = 0.0, 0
-            state["global_step"] += 1
-            state["batch_in_epoch"] = batch_index + 1
-            learning_rate = lr_scheduler.get_last_lr()[0]
-            progress_bar.update(1)
-            progress_bar.set_postfix(
-                loss=f"{loss.item():.4f}",
-                lr=f"{learning_rate:.2e}",
-                videos_per_s=f"{videos_seen / (time.time() - start_time):.1f}",
-            )
-            if state["global_step"] % args.logging_steps == 0:
-                accelerator.log(
-                    {
-                        "train/loss": accelerator.reduce(loss.detach(), "mean").item(),
-                        "train/learning_rate": learning_rate,
-                    },
-                    step=state["global_step"],
-                )
-            last_batch = batch_index + 1 == len(train_dataloader)
-            if args.checkpointing_steps and state["global_step"] % args.checkpointing_steps == 0 and not last_batch:
-                state["train_runtime"] = runtime_before + time.time() - start_time
-                save_checkpoint(accelerator, checkpoints_dir, {**state, "epoch": epoch}, args.checkpoints_total_limit)
-            if state["global_step"] >= max_train_steps:
-                break
-
-        # End of epoch: validate, log, checkpoint (the best one is kept for export).
         metrics, _, _ = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
-        train_loss = accelerator.reduce(
-            torch.tensor(state["epoch_loss_sum"] / max(1, state["epoch_loss_count"]), device=accelerator.device),
-            "mean",
-        ).item()
-        entry = {
-            "epoch": epoch + 1,
-            "step": state["global_step"],
-            "train_loss": train_loss,
-            "learning_rate": lr_scheduler.get_last_lr()[0],
-            **{f"eval_{name}": value for name, value in metrics.items()},
-        }
-        state["log_history"].append(entry)
-        accelerator.log(
-            {
-                "train/epoch_loss": train_loss,
-                "epoch": epoch + 1,
-                **{f"eval/{name}": value for name, value in metrics.items()},
-            },
-            step=state["global_step"],
-        )
-        if accelerator.is_main_process:
-            with open(output_dir / "log.jsonl", "a", encoding="utf-8") as log_file:
-                log_file.write(json.dumps(json_ready(entry)) + "\n")
-        checkpoint_name = f"{CHECKPOINT_PREFIX}{state['global_step']}"
-        value = metrics[args.metric_for_best_model]
-        if is_improvement(value, state["best_metric"], args.metric_for_best_model):
-            state.update(best_metric=value, best_checkpoint=checkpoint_name, best_epoch=epoch + 1)
-        logger.info(f"Epoch {epoch + 1}: train loss {train_loss:.4f}, validation {json.dumps(json_ready(metrics))}")
-        state["train_runtime"] = runtime_before + time.time() - start_time
-        checkpoint_state = {**state, "epoch": epoch + 1, "batch_in_epoch": 0}
-        save_checkpoint(accelerator, checkpoints_dir, checkpoint_state, args.checkpoints_total_limit)
+        state["train_runtime"] = time.time() - started_at
+        end_epoch(args, accelerator, lr_scheduler, state, epoch, metrics, checkpoints_dir)
     progress_bar.close()
 
-    # Export the best checkpoint, evaluated once more so that every reported number belongs to the exported weights.
-    best_checkpoint = checkpoints_dir / state["best_checkpoint"]
-    load_checkpoint(accelerator, model, best_checkpoint)
-    metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
-    if accelerator.is_main_process:
-        summary = {
-            "best_checkpoint": best_checkpoint.name,
-            "best_epoch": state["best_epoch"],
-            "metric_for_best_model": args.metric_for_best_model,
-            "epochs": num_train_epochs,
-            "global_step": state["global_step"],
-            "train_runtime": state["train_runtime"],
-            "data": data_counts,
-            "skipped_videos": skipped,
-            "num_processes": accelerator.num_processes,
-            "effective_batch_size": effective_batch,
-            "mixed_precision": accelerator.mixed_precision,
-            "hardware": describe_hardware(accelerator),
-            "trainable_parameters": num_trainable,
-            "total_parameters": num_total,
-        }
-        results = {f"eval_{name}": value for name, value in metrics.items()}
-        results.update(eval_samples=len(labels), train_samples=len(table), **summary)
-        model_to_export = export_model(args, best_checkpoint)
-        export_dir = save_detector(
-            model_to_export,
-            processor,
-            output_dir / "model",
-            readme=model_card(args, model_to_export, summary, metrics),
-        )
-        write_json(output_dir / "metrics.json", results)
-        plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
-        logger.info(
-            f"Done in {state['train_runtime'] / 60:.1f} min: best {args.metric_for_best_model} "
-            f"{metrics[args.metric_for_best_model]:.4f} at epoch {state['best_epoch']} ({best_checkpoint.name}); "
-            f"{skipped} unreadable video(s) skipped. Exported to {export_dir}, metrics in {output_dir}/metrics.json"
-        )
+    export_best_checkpoint(args, accelerator, model, processor, metric, eval_dataloader, state, run)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        push_export(args, output_dir / "model")
+        push_export(args, Path(args.output_dir) / "model")
 
 
 if __name__ == "__main__":

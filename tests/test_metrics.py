@@ -1,21 +1,32 @@
-"""The local evaluate module tools/metrics/dfd_metrics, checked against scikit-learn (and SciPy for the EER) and by hand."""
+"""
+The local evaluate module dfd.tools.metrics.dfd_metrics, loaded from the package as training loads it, checked against
+scikit-learn (and SciPy for the EER) and by hand.
+"""
 
 import math
+from pathlib import Path
 
-import evaluate
 import numpy as np
 import pytest
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn import metrics as sk
 
-from conftest import REPO_ROOT
+import dfd
+from dfd.tools.metrics import DFD_METRICS_DIR, load_dfd_metrics
 
 
 @pytest.fixture(scope="module")
 def dfd_metrics():
     # A path, not a Hub name: works offline (conftest sets HF_HUB_OFFLINE=1).
-    return evaluate.load(str(REPO_ROOT / "tools" / "metrics" / "dfd_metrics"), keep_in_memory=True)
+    return load_dfd_metrics(keep_in_memory=True)
+
+
+def test_module_is_loaded_from_inside_the_package(dfd_metrics):
+    """Wherever `dfd` is installed, its metrics come with it (not from a folder beside the training script)."""
+    assert DFD_METRICS_DIR.is_relative_to(Path(dfd.__file__).resolve().parent)
+    assert (DFD_METRICS_DIR / "dfd_metrics.py").is_file()
+    assert dfd_metrics.name == "dfd_metrics"
 
 
 def random_case(seed, size=200, fake_share=0.8, decimals=None):

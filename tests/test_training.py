@@ -1,12 +1,14 @@
 """
 train_accelerate.py end to end, run as users run it (a subprocess from the repo root) on real mp4 files and a tiny
-CLIP, plus its data helpers (frame cache, augmentation, tables) in process.
+CLIP, plus its arguments, model card and data helpers (frame cache, augmentation, tables, sampling) in process.
 
-The learnable task: real clips are bright, fake clips are dark. Runs share one frame cache, so only the first decodes.
+The learnable task: real videos are bright, fake ones dark. Runs share one frame cache, so only the first decodes.
 """
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,22 +26,35 @@ from conftest import REPO_ROOT, write_video
 from dfd.configuration_dfd import DFDConfig
 from dfd.tools.export import processor_for
 from dfd.modeling_dfd import DFDForVideoClassification
-from dfd.train_accelerate import parse_args
-from dfd.tools.training_data import FrameCache, augment_clips, load_hub_video_tables, load_video_tables, normalize_clips
+from dfd.tools.training_data import (
+    FrameCache,
+    augment_videos,
+    load_hub_video_tables,
+    load_video_tables,
+    normalize_videos,
+)
+from dfd.train_accelerate import (
+    VideoData,
+    choose_mixed_precision,
+    load_model_and_processor,
+    make_train_dataloader,
+    model_card,
+    parse_args,
+)
 
 
 TINY_CONFIG = '{"image_size": 48, "adapter_bottleneck": 8, "num_frames": 4}'
 BRIGHTNESS = {"real": 170, "fake": 70}
 
 
-def clip_frames(label, seed, num_frames=8, size=40):
+def video_frames(label, seed, num_frames=8, size=40):
     rng = np.random.default_rng(seed)
     return np.clip(BRIGHTNESS[label] + rng.normal(0, 20, (num_frames, size, size, 3)), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """train/{real,fake}: 6 + 6 mp4 clips, one more real clip as a frame folder and a corrupt file; val: 3 + 3."""
+    """train/{real,fake}: 6 + 6 mp4 videos, one more real video as a frame folder and a corrupt file; val: 3 + 3."""
     root = tmp_path_factory.mktemp("videos")
     seed = 0
     for split, count in (("train", 6), ("val", 3)):
@@ -47,10 +62,10 @@ def data(tmp_path_factory):
             (root / split / label).mkdir(parents=True)
             for index in range(count):
                 seed += 1
-                write_video(root / split / label / f"{label}_{index}.mp4", clip_frames(label, seed))
-    frame_folder = root / "train" / "real" / "frames_clip"
+                write_video(root / split / label / f"{label}_{index}.mp4", video_frames(label, seed))
+    frame_folder = root / "train" / "real" / "frame_folder"
     frame_folder.mkdir()
-    for index, frame in enumerate(clip_frames("real", 99)):
+    for index, frame in enumerate(video_frames("real", 99)):
         PIL.Image.fromarray(frame).save(frame_folder / f"frame_{index:03d}.png")
     (root / "train" / "fake" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 but not really a video")
     return root
@@ -92,6 +107,12 @@ def run_script(*args, launcher=(sys.executable,), env=None, check=True):
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def read_card(readme_path):
+    """(YAML metadata, markdown body) of a model card."""
+    _, front_matter, body = readme_path.read_text().split("---\n", 2)
+    return yaml.safe_load(front_matter), body
 
 
 def read_jsonl(path):
@@ -143,6 +164,10 @@ def test_run_trains_evaluates_checkpoints_and_exports(trained, data):
     assert metrics["skipped_videos"] == 1
     assert "1 unreadable video(s) skipped" in result.stderr
 
+    # No --mixed_precision and no launcher setting: on a CPU the default is fp32, and the log says why.
+    assert metrics["mixed_precision"] == "no"
+    assert "Mixed precision: no (default on CPU: " in result.stderr
+
 
 def test_loss_falls_on_learnable_task(trained):
     output_dir, _ = trained
@@ -152,11 +177,9 @@ def test_loss_falls_on_learnable_task(trained):
     assert log[-1]["eval_roc_auc"] == 1.0
 
 
-def test_model_card(trained):
+def test_model_card(trained, data, cache_dir, tiny_clip_dir):
     output_dir, _ = trained
-    readme = (output_dir / "model" / "README.md").read_text()
-    _, front_matter, body = readme.split("---\n", 2)
-    card = yaml.safe_load(front_matter)
+    card, body = read_card(output_dir / "model" / "README.md")
     assert card["license"] == "apache-2.0"
     assert card["library_name"] == "transformers"
     assert card["pipeline_tag"] == "video-classification"
@@ -168,6 +191,48 @@ def test_model_card(trained):
     assert "| train | 7 | 6 | 13 |" in body and "| validation | 3 | 3 | 6 |" in body
     assert f"{metrics['trainable_parameters']:,} of {metrics['total_parameters']:,}" in body
     assert "Unreadable videos skipped: 1" in body
+    assert "| sampling | WeightedRandomSampler, inverse class-frequency weights |" in body
+
+    # A published card names no local path: the local CLIP is described, not shown, and is no base_model.
+    readme = (output_dir / "model" / "README.md").read_text()
+    for local_path in (data, cache_dir, tiny_clip_dir, output_dir):
+        assert str(local_path) not in readme
+    assert "base_model" not in card
+    assert "built from a local CLIP checkpoint" in body
+    # Without --hub_model_id the model-index is named after the model, not the output folder.
+    assert card["model-index"][0]["name"] == "dfd-deepfake-detector"
+    assert body.startswith("\n# dfd-deepfake-detector\n")
+
+
+@pytest.mark.parametrize(
+    "source_args, base_model, source",
+    [
+        ([], "openai/clip-vit-large-patch14", "built from the CLIP checkpoint [`openai/clip-vit-large-patch14`]"),
+        (
+            ["--model_path", "dfd-tests/detector"],
+            "dfd-tests/detector",
+            "fine-tuned from the DFD detector [`dfd-tests/",
+        ),
+    ],
+)
+def test_model_card_keeps_hub_ids(trained, source_args, base_model, source, tmp_path):
+    """The card of a run from Hub ids (rendered here from the trained run's own summary and metrics): the source is
+    kept as base_model, a --model_path is named as the DFD detector it is, and --hub_model_id names the model."""
+    output_dir, _ = trained
+    args = parse_args(
+        ["--train_dir", "videos", "--output_dir", "adapters", "--hub_model_id", "org/tiny-dfd", *source_args]
+    )
+    results = json.loads((output_dir / "metrics.json").read_text())
+    metrics = {name.removeprefix("eval_"): value for name, value in results.items() if name.startswith("eval_")}
+    del metrics["samples"]
+    model = DFDForVideoClassification.from_pretrained(output_dir / "model")
+    readme = tmp_path / "README.md"
+    readme.write_text(model_card(args, model, results, metrics))
+    card, body = read_card(readme)
+    assert card["base_model"] == base_model
+    assert card["model-index"][0]["name"] == "tiny-dfd"
+    assert source in body and "CLIP vision tower" not in body
+    assert 'from_pretrained("org/tiny-dfd", trust_remote_code=True)' in body
 
 
 def test_export_loads_with_auto_classes_in_fresh_process(trained, data):
@@ -327,13 +392,110 @@ def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
     [
         (["--config_overrides", '{"adaptr_layers": [0]}'], "unknown DFDConfig field(s): adaptr_layers"),
         (["--model_path", "some/detector", "--config_overrides", '{"image_size": 224}'], "can't reshape"),
+        (["--num_train_epochs", "0"], "argument --num_train_epochs: must be at least 1, got 0"),
+        (["--max_train_steps", "0"], "argument --max_train_steps: must be at least 1, got 0"),
+        (
+            ["--per_device_train_batch_size", "-4"],
+            "argument --per_device_train_batch_size: must be at least 1, got -4",
+        ),
     ],
 )
-def test_config_overrides_that_would_be_ignored_or_misfit_are_refused(extra_args, error, capsys):
+def test_arguments_that_would_be_ignored_misfit_or_train_nothing_are_refused(extra_args, error, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--train_dir", "videos", "--output_dir", "out", *extra_args])
     assert exit_info.value.code == 2
     assert error in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Peak learning rate of AdamW. (default: 5e-06)" in help_text
+    assert "--num_train_epochs NUM_TRAIN_EPOCHS Passes over the training data. (default: 12)" in help_text
+    assert re.search(
+        r"--no-class_balanced_sampling Draw both classes .*? \(default: True\) --brightness_jitter", help_text
+    )
+    # Options without a default say nothing about it.
+    assert "(default: None)" not in help_text and "(default: False)" not in help_text
+
+
+@pytest.mark.parametrize(
+    "requested, environ, expected",
+    [
+        (None, {}, "no"),  # a CPU: fp32, not the card's bf16
+        (None, {"ACCELERATE_MIXED_PRECISION": "no"}, "no"),  # what `accelerate launch` sets when nothing is configured
+        (None, {"ACCELERATE_MIXED_PRECISION": "fp16"}, "fp16"),  # accelerate launch --mixed_precision / its config
+        ("bf16", {}, "bf16"),
+        ("no", {"ACCELERATE_MIXED_PRECISION": "bf16"}, "no"),  # the script's own flag wins
+    ],
+)
+def test_mixed_precision_choice_on_cpu(requested, environ, expected):
+    chosen, reason = choose_mixed_precision(requested, "cpu", environ)
+    assert chosen == expected
+    if requested is None and expected == "no":
+        assert reason.startswith("default on CPU: ") and "--mixed_precision bf16" in reason
+
+
+def test_fine_tuning_without_class_balanced_sampling(trained, data, cache_dir, tmp_path):
+    """A --model_path run with a plain shuffle: it trains from the export, and its card says how it was made without
+    calling the checkpoint a CLIP model or showing its path."""
+    reference_dir, _ = trained
+    output_dir = tmp_path / "fine_tuned"
+    result = run_script(
+        "--train_dir", data / "train",
+        "--validation_dir", data / "val",
+        "--model_path", reference_dir / "model",
+        "--cache_dir", cache_dir,
+        "--per_device_train_batch_size", "4",
+        "--gradient_accumulation_steps", "1",
+        "--max_train_steps", "2",
+        "--preprocessing_num_workers", "2",
+        "--no-class_balanced_sampling",
+        "--report_to", "none",
+        "--output_dir", output_dir,
+    )  # fmt: skip
+    assert [entry["step"] for entry in read_jsonl(output_dir / "log.jsonl")] == [2]
+    assert "Resumed from" not in result.stderr
+    card, body = read_card(output_dir / "model" / "README.md")
+    assert "| sampling | uniform shuffle (no class balancing) |" in body
+    assert "fine-tuned from a local DFD checkpoint" in body and "CLIP checkpoint" not in body
+    assert str(reference_dir) not in body and "base_model" not in card
+
+
+def test_model_with_other_labels_is_refused(tiny_detector_dir, tmp_path):
+    detector = tmp_path / "detector"
+    shutil.copytree(tiny_detector_dir, detector)
+    config = json.loads((detector / "config.json").read_text())
+    config.update(id2label={"0": "fake", "1": "real"}, label2id={"fake": 0, "real": 1})
+    (detector / "config.json").write_text(json.dumps(config))
+    args = parse_args(["--do_eval", "--model_path", str(detector), "--eval_dir", "videos", "--output_dir", "out"])
+    with pytest.raises(
+        ValueError, match=r"detector: labels \{0: 'fake', 1: 'real'\}, expected \{0: 'real', 1: 'fake'\}"
+    ):
+        load_model_and_processor(args)
+
+
+def test_script_run_as_a_file_imports_the_package_beside_it(tmp_path):
+    """A second checkout's train_accelerate.py runs that checkout's code, not the installed `dfd`."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for path in REPO_ROOT.glob("*.py"):
+        shutil.copy(path, checkout)
+    shutil.copytree(REPO_ROOT / "tools", checkout / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(checkout / "tools" / "training_data.py", "a", encoding="utf-8") as module:
+        module.write('\nprint("training_data.py of the second checkout")\n')
+    result = subprocess.run(
+        [sys.executable, str(checkout / "train_accelerate.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.splitlines()[0] == "training_data.py of the second checkout"
+    assert "--class_balanced_sampling" in result.stdout
 
 
 # Data helpers, in process
@@ -341,7 +503,7 @@ def test_config_overrides_that_would_be_ignored_or_misfit_are_refused(extra_args
 
 def test_cache_frames_match_the_processor_and_are_reused(tmp_path, make_video):
     processor = processor_for(DFDConfig(image_size=48, num_frames=4))
-    video = str(make_video("clip.mp4", clip_frames("real", 1)))
+    video = str(make_video("video.mp4", video_frames("real", 1)))
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"garbage")
     cache = FrameCache(tmp_path / "cache", processor)
@@ -352,7 +514,7 @@ def test_cache_frames_match_the_processor_and_are_reused(tmp_path, make_video):
     assert cached.dtype == torch.uint8 and cached.shape == (4, 3, 48, 48)
     # Normalising the cached frames on the fly gives exactly what the processor gives at inference.
     expected = processor(videos=video, return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(normalize_clips(cached[None], processor), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalize_videos(cached[None], processor), expected, atol=1e-5, rtol=0)
 
     assert len(list(cache.directory.glob("shard-*"))) == 1
     cache.lookup([video, str(corrupt)])
@@ -362,13 +524,13 @@ def test_cache_frames_match_the_processor_and_are_reused(tmp_path, make_video):
     assert len(list(cache.directory.glob("shard-*"))) == 2 and rows[0] is not None
 
 
-def test_augmentation_draws_once_per_clip():
+def test_augmentation_draws_once_per_video():
     torch.manual_seed(0)
     ramp = torch.linspace(50, 200, 8).round().to(torch.uint8)  # brightness rises left to right: a flip shows
-    clips = ramp.expand(64, 4, 3, 8, 8)  # 64 clips of 4 identical frames
-    augmented = augment_clips(clips, brightness=0.2)
+    videos = ramp.expand(64, 4, 3, 8, 8)  # 64 videos of 4 identical frames
+    augmented = augment_videos(videos, brightness=0.2)
     assert augmented.dtype == torch.float32
-    assert torch.equal(augmented, augmented[:, :1].expand_as(augmented)), "frames of one clip were augmented apart"
+    assert torch.equal(augmented, augmented[:, :1].expand_as(augmented)), "frames of one video were augmented apart"
     flipped = augmented[:, 0, 0, 0, 0] > augmented[:, 0, 0, 0, -1]
     assert 10 < flipped.sum() < 54
     factors = augmented.mean((1, 2, 3, 4)) / ramp.float().mean()
@@ -376,8 +538,8 @@ def test_augmentation_draws_once_per_clip():
 
 
 def test_manifest_tables(tmp_path, make_video):
-    make_video("a.mp4", clip_frames("real", 1))
-    make_video("b.mp4", clip_frames("fake", 2))
+    make_video("a.mp4", video_frames("real", 1))
+    make_video("b.mp4", video_frames("fake", 2))
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,label,split\na.mp4,real,train\nb.mp4,1,train\na.mp4,0,val\n")
     tables = load_video_tables(manifest)
@@ -392,8 +554,8 @@ def test_manifest_tables(tmp_path, make_video):
 
 def test_hub_dataset_with_embedded_videos_and_class_label(tmp_path, make_video):
     """A `Video` column holding bytes, and a ClassLabel whose names are alphabetical (fake=0, real=1)."""
-    real = make_video("real.mp4", clip_frames("real", 1)).read_bytes()
-    fake = make_video("fake.mp4", clip_frames("fake", 2)).read_bytes()
+    real = make_video("real.mp4", video_frames("real", 1)).read_bytes()
+    fake = make_video("fake.mp4", video_frames("fake", 2)).read_bytes()
     features = datasets.Features({"video": datasets.Video(), "label": datasets.ClassLabel(names=["fake", "real"])})
     dataset = datasets.Dataset.from_dict(
         {"video": [{"bytes": real, "path": "r.mp4"}, {"bytes": fake, "path": "f.mp4"}], "label": [1, 0]},
@@ -406,3 +568,24 @@ def test_hub_dataset_with_embedded_videos_and_class_label(tmp_path, make_video):
     assert list(tables["train"]["label"]) == [0, 1]  # by name: real -> 0, fake -> 1
     videos = list(tables["train"]["video"])
     assert [open(video, "rb").read() for video in videos] == [real, fake]
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_training_sampler(balanced):
+    """Class-balanced: drawn with replacement, both classes about equally often. Off: each video once per epoch."""
+    labels = [0] * 90 + [1] * 10
+    table = datasets.Dataset.from_dict({"video": [f"video_{index}.mp4" for index in range(100)], "label": labels})
+    frames = datasets.Dataset.from_dict({"frames": np.arange(100).reshape(100, 1, 1, 1, 1)}).with_format("numpy")
+    data = VideoData(table, table, frames, {f"video_{index}.mp4": index for index in range(100)}, skipped=0)
+    sampling = "--class_balanced_sampling" if balanced else "--no-class_balanced_sampling"
+    args = parse_args(
+        ["--train_dir", "videos", "--output_dir", "out", "--per_device_train_batch_size", "10", sampling]
+    )
+    dataloader, _ = make_train_dataloader(args, data)
+    drawn = torch.cat([batch["frames"].flatten() for batch in dataloader]).tolist()
+    assert len(drawn) == 100
+    if balanced:
+        assert 30 < sum(index >= 90 for index in drawn) < 70  # fakes are 10% of the videos
+        assert len(set(drawn)) < 100
+    else:
+        assert sorted(drawn) == list(range(100))

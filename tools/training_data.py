@@ -1,6 +1,6 @@
 """
 Data for `train_accelerate.py`: video tables (folders, CSV/JSONL manifests, Hub datasets), a frame cache on disk,
-and the clip-level augmentation and normalisation applied on the fly.
+and the video-level augmentation and normalisation applied on the fly.
 
 Every video is decoded once, through `DFDVideoProcessor` (the same decode, sampling and resize as inference), and its
 sampled frames are kept as uint8 arrays in memory-mapped Arrow files. Later epochs and later runs read them from there.
@@ -26,7 +26,9 @@ from ..decoding_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_t
 
 logger = logging.getLogger(__name__)
 
-CLASS_NAMES = tuple(name for _, name in sorted(DFDConfig().id2label.items()))  # ("real", "fake"): label 0 and 1
+# The class names in label order, ("real", "fake") for labels 0 and 1, as the detector's config names them: the folder
+# names of a dataset and the names a label column may hold.
+CLASS_NAMES = tuple(name for _, name in sorted(DFDConfig().id2label.items()))
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 # Bump when the layout of the cached frames changes, so old caches are not read with a new meaning.
 FRAME_CACHE_VERSION = 2
@@ -180,7 +182,7 @@ def _file_identity(path: str):
         return None  # missing: decoding will report it, and a file that appears later gets a new key
 
 
-def _decode_clip(example, processor, decode_threads: int | None = None):
+def _decode_video(example, processor, decode_threads: int | None = None):
     """
     datasets.map function: the resized uint8 frames (T, 3, S, S) of one video, or the one-line reason it failed.
     decode_threads: this worker process's share of the CPUs for decoding (the processor has no argument for it).
@@ -245,7 +247,7 @@ class FrameCache:
         # Worker processes share the CPUs; decoding in this process may use them all.
         decode_threads = max(1, decoding_threads() // num_proc) if num_proc else None
         return datasets.Dataset.from_dict({"key": keys, "video": videos}).map(
-            partial(_decode_clip, processor=self.processor, decode_threads=decode_threads),
+            partial(_decode_video, processor=self.processor, decode_threads=decode_threads),
             remove_columns=["video"],
             features=self.features,
             num_proc=num_proc,
@@ -304,8 +306,8 @@ class FrameCache:
         return frames.select_columns(["frames"]).with_format("numpy", dtype=np.uint8), rows, failures
 
 
-class CachedClips(torch.utils.data.Dataset):
-    """The clips of a video table read from the frame cache: {"frames": uint8 (T, 3, S, S), "labels": 0 or 1}."""
+class CachedVideos(torch.utils.data.Dataset):
+    """The videos of a video table read from the frame cache: {"frames": uint8 (T, 3, S, S), "labels": 0 or 1}."""
 
     def __init__(self, frames: datasets.Dataset, rows: list[int], labels: list[int]):
         self.frames, self.rows, self.labels = frames, rows, labels
@@ -317,10 +319,10 @@ class CachedClips(torch.utils.data.Dataset):
         return {"frames": self.frames[self.rows[index]]["frames"], "labels": self.labels[index]}
 
 
-def augment_clips(frames: torch.Tensor, brightness: float) -> torch.Tensor:
+def augment_videos(frames: torch.Tensor, brightness: float) -> torch.Tensor:
     """
     Random horizontal flip (p=0.5) and brightness jitter (factor in [1 - b, 1 + b], as torchvision's ColorJitter) of
-    uint8 clips (B, T, 3, H, W), returned as floats in [0, 255]. Each clip gets one draw for all its frames: a
+    uint8 videos (B, T, 3, H, W), returned as floats in [0, 255]. Each video gets one draw for all its frames: a
     per-frame flip or flicker would be a temporal artifact for the adapters to learn instead of the fake.
     The draws come from torch's global RNG, which `set_seed` seeds and `save_state`/`load_state` restore.
     """
@@ -331,9 +333,9 @@ def augment_clips(frames: torch.Tensor, brightness: float) -> torch.Tensor:
     return (frames * factor.to(frames.device)).clamp(0, 255)
 
 
-def normalize_clips(frames: torch.Tensor, processor) -> torch.Tensor:
+def normalize_videos(frames: torch.Tensor, processor) -> torch.Tensor:
     """
-    uint8 (or [0, 255] float) clips (B, T, 3, H, W) -> model input, with the processor's own rescale factor, mean and
+    uint8 (or [0, 255] float) videos (B, T, 3, H, W) -> model input, with the processor's own rescale factor, mean and
     std: the cache holds the processor's resized frames, so this finishes exactly what `processor(videos)` does.
     """
     mean, std = _channel_constants((tuple(processor.image_mean), tuple(processor.image_std)), frames.device)

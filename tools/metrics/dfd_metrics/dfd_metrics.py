@@ -1,7 +1,7 @@
 """Binary deepfake-detection metrics (0 = real, 1 = fake) as one local `evaluate` module.
 
-Loaded by path, so it works offline: `evaluate.load("metrics/dfd_metrics")`. The Hub's canonical metrics
-(`evaluate.load("accuracy")`, ...) are downloaded at load time and fail without internet.
+Loaded by path, so it works offline: `dfd.tools.metrics.load_dfd_metrics()`, an `evaluate.load` of this folder. The
+Hub's canonical metrics (`evaluate.load("accuracy")`, ...) are downloaded at load time and fail without internet.
 """
 
 import datasets
@@ -37,7 +37,8 @@ Returns:
     references; with one class they are NaN, as is the recall of an absent class.
 
 Examples:
-    >>> metric = evaluate.load("metrics/dfd_metrics")
+    >>> from dfd.tools.metrics import load_dfd_metrics
+    >>> metric = load_dfd_metrics()
     >>> results = metric.compute(predictions=[0, 1, 1], references=[0, 1, 0], prediction_scores=[0.2, 0.9, 0.6])
     >>> results["accuracy"], results["roc_auc"]
     (0.6666666666666666, 1.0)
