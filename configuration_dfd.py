@@ -14,6 +14,8 @@ CLIP_VIT_LARGE_PATCH14 = dict(
     layer_norm_eps=1e-5,
 )
 
+# The default labels: class i is CLASS_NAMES[i] (0 = real, 1 = fake, as the model card says).
+CLASS_NAMES = ("real", "fake")
 # Hub custom code: every Auto class resolves to a sibling file of config.json.
 DFD_AUTO_MAP = {
     "AutoConfig": "configuration_dfd.DFDConfig",
@@ -94,8 +96,8 @@ class DFDConfig(PreTrainedConfig):
         self.initializer_range = initializer_range
 
         if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
-            kwargs["id2label"] = {0: "real", 1: "fake"}
-            kwargs.setdefault("label2id", {"real": 0, "fake": 1})
+            kwargs["id2label"] = dict(enumerate(CLASS_NAMES))
+            kwargs.setdefault("label2id", {name: index for index, name in enumerate(CLASS_NAMES)})
         kwargs.setdefault("auto_map", dict(DFD_AUTO_MAP))
         super().__init__(**kwargs)
 

@@ -54,14 +54,14 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
+from dfd.configuration_dfd import CLASS_NAMES
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
-from dfd.tools.export import check_config_overrides, processor_for, save_detector
+from dfd.tools.export import DEFAULT_MODEL_NAME, check_config_overrides, hub_id, processor_for, save_detector
 from dfd.tools.files import json_ready, parse_json_object, write_atomically, write_json
 from dfd.tools.metrics import load_dfd_metrics
 from dfd.tools.plots import plot_roc_curve
 from dfd.tools.training_data import (
-    CLASS_NAMES,
     CachedVideos,
     FrameCache,
     augment_videos,
@@ -88,7 +88,6 @@ CARD_METRICS = {
     "eer": "Equal error rate",
 }
 # The model-index name of an export that has no --hub_model_id.
-DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
 MODEL_CARD_TEMPLATE = importlib.resources.files("dfd.tools") / "model_card.md"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Written last into a checkpoint: a checkpoint folder without it is incomplete and never resumed from.
@@ -914,11 +913,6 @@ def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dat
         f"{run['skipped_videos']} unreadable video(s) skipped. Exported to {export_dir}, metrics in "
         f"{output_dir}/metrics.json"
     )
-
-
-def hub_id(reference: str | None) -> str | None:
-    """`reference` when it names a Hub repo; None for a local path, which a published card must not show."""
-    return None if reference is None or Path(reference).exists() else reference
 
 
 def describe_source(args) -> str:

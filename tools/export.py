@@ -8,6 +8,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from huggingface_hub import ModelCardData
 from transformers import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
 
@@ -22,6 +23,7 @@ DISTRIBUTION = "dfd-detector"
 ENDPOINT_FILES = ("handler.py", "inference.py")
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
+DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
 ENDPOINT_REQUIREMENTS = ("transformers", "torchvision", "av", "safetensors", "huggingface_hub", "numpy", "pillow")
 
 
@@ -102,6 +104,41 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def hub_id(name: str | None) -> str | None:
+    """`name` when it names a Hub repo (ORG/NAME), `None` for a local path: cards never show paths of this machine."""
+    if not name or os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return None
+    return name
+
+
+def checkpoint_card(model, origin: str, base_model: str | None = None, model_name: str = DEFAULT_MODEL_NAME) -> str:
+    """
+    README.md of an export that was not trained here (`dfd init`, `dfd convert`): what it is and how to train it.
+    `origin` says where its weights come from, in words; `base_model` is kept only when it is a Hub id.
+    """
+    config = model.config
+    trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
+    metadata = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        base_model=hub_id(base_model),
+        tags=["deepfake-detection", "video-classification", "clip", "spatiotemporal-adapters", "custom_code"],
+        model_name=model_name,
+    )
+    adapters = f"in {len(config.adapter_layers)} of {config.vision_config.num_hidden_layers} blocks"
+    return (PACKAGE_ROOT / "tools" / "checkpoint_card.md").read_text(encoding="utf-8").format(
+        metadata=metadata.to_yaml(),
+        model_name=model_name,
+        origin=origin,
+        config=config,
+        adapters=f"{adapters} (bottleneck {config.adapter_bottleneck})" if config.adapter_layers else "none",
+        trainable=trainable,
+        total=total,
+        trainable_share=trainable / total,
+    )
 
 
 def default_root_configs() -> dict[str, str]:

@@ -22,11 +22,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..configuration_dfd import DFDConfig
+from ..configuration_dfd import CLASS_NAMES
 
 
 # Folder names of the classes, in label order (0 = real, 1 = fake), as the detector's config names them.
-CLASS_NAMES = tuple(label for _, label in sorted(DFDConfig().id2label.items()))
 
 
 @dataclass(frozen=True)

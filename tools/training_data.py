@@ -20,7 +20,7 @@ import datasets
 import numpy as np
 import torch
 
-from ..configuration_dfd import DFDConfig
+from ..configuration_dfd import CLASS_NAMES
 from ..decoding_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
 
 
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 # The class names in label order, ("real", "fake") for labels 0 and 1, as the detector's config names them: the folder
 # names of a dataset and the names a label column may hold.
-CLASS_NAMES = tuple(name for _, name in sorted(DFDConfig().id2label.items()))
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")
 # Bump when the layout of the cached frames changes, so old caches are not read with a new meaning.
 FRAME_CACHE_VERSION = 2
