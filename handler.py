@@ -4,20 +4,21 @@ Inference Endpoints handler: POST a video, get `[{"label": ..., "score": ...}]` 
 Request body:
 
     {"inputs": "<base64 video> | https://host/video.mp4 | /path/on/the/endpoint.mp4",
-     "parameters": {"top_k": 2, "clips": 8}}
+     "parameters": {"top_k": 2, "windows": 8}}
 
 A path on the endpoint is read only when `DFD_ALLOW_LOCAL_PATHS=1` is set (or `allow_local_paths=True` is given to
 the constructor), e.g. for videos on a mounted volume; otherwise it is refused, so that callers cannot probe which
 files the server holds.
 
 A raw video body (Content-Type: video/mp4) arrives as bytes and works too. `score` is the class probability averaged
-over `clips` clips of 12 evenly spaced frames that tile the video (default 1 clip: the model card's sampling). With
-`clips`, each entry also holds `"clips": [{"start": s, "end": s, "score": p}, ...]`, that class's probability per
-clip with the times (s) of the clip's first and last frame.
+over `windows` time windows of 12 evenly spaced frames that tile the video (default 1 window: the model card's
+sampling; `clips` is the parameter's earlier name). With `windows`, each entry also holds
+`"windows": [{"start": s, "end": s, "score": p}, ...]`, that class's probability per window with the times (s) of the
+window's first and last frame.
 
 Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_BYTES` bytes (default 100 MB) or
-`DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_CLIPS` clips (default 32, as every clip's
-frames are held in memory), read from the environment or given to the constructor.
+`DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_WINDOWS` windows (default 32, as every
+window's frames are held in memory), read from the environment or given to the constructor.
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
@@ -42,7 +43,7 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 DEFAULT_MAX_INPUT_BYTES = 100_000_000
 DEFAULT_MAX_DURATION_SECONDS = 600.0
-DEFAULT_MAX_CLIPS = 32
+DEFAULT_MAX_WINDOWS = 32
 DOWNLOAD_TIMEOUT_SECONDS = 30
 LOCAL_PATHS_REFUSED = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
 
@@ -53,13 +54,13 @@ class EndpointHandler:
         path: str = "",
         max_input_bytes: int | None = None,
         max_duration: float | None = None,
-        max_clips: int | None = None,
+        max_windows: int | None = None,
         allow_local_paths: bool | None = None,
     ):
         environ = os.environ.get
         self.max_input_bytes = int(max_input_bytes or environ("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
         self.max_duration = float(max_duration or environ("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
-        self.max_clips = int(max_clips or environ("DFD_MAX_CLIPS", DEFAULT_MAX_CLIPS))
+        self.max_windows = int(max_windows or environ("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS))
         if allow_local_paths is None:
             allow_local_paths = environ("DFD_ALLOW_LOCAL_PATHS") == "1"
         self.allow_local_paths = allow_local_paths
@@ -72,12 +73,13 @@ class EndpointHandler:
 
     def __call__(self, data: dict) -> list[dict]:
         parameters = data.get("parameters") or {}
-        num_clips = int(parameters.get("clips", 1))
+        windows_given = "windows" in parameters or "clips" in parameters  # `clips`: the earlier name
+        num_windows = int(parameters.get("windows", parameters.get("clips", 1)))
         top_k = int(parameters.get("top_k", len(self.scorer.labels)))
-        if num_clips < 1 or top_k < 1:
-            raise ValueError(f"parameters 'clips' and 'top_k' must be at least 1, got {parameters}")
-        if num_clips > self.max_clips:
-            raise ValueError(f"'clips' is {num_clips}, above the limit of {self.max_clips} (DFD_MAX_CLIPS)")
+        if num_windows < 1 or top_k < 1:
+            raise ValueError(f"parameters 'windows' and 'top_k' must be at least 1, got {parameters}")
+        if num_windows > self.max_windows:
+            raise ValueError(f"'windows' is {num_windows}, above the limit of {self.max_windows} (DFD_MAX_WINDOWS)")
         if "inputs" not in data:
             raise ValueError("the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)")
 
@@ -91,17 +93,17 @@ class EndpointHandler:
                     f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
                     "(DFD_MAX_DURATION_SECONDS)"
                 )
-            (prediction,) = self.scorer.predict([info], num_clips)  # probed once: the scorer reuses `info`
+            (prediction,) = self.scorer.predict([info], num_windows)  # probed once: the scorer reuses `info`
         if isinstance(prediction, self.inference.VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
 
         ranked = sorted(prediction.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
         results = [{"label": label, "score": score} for label, score in ranked]
-        if "clips" in parameters:
+        if windows_given:
             for result in results:
-                result["clips"] = [
-                    {"start": clip.start, "end": clip.end, "score": clip.scores[result["label"]]}
-                    for clip in prediction.clips
+                result["windows"] = [
+                    {"start": window.start, "end": window.end, "score": window.scores[result["label"]]}
+                    for window in prediction.windows
                 ]
         return results
 

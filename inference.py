@@ -1,4 +1,4 @@
-"""Score whole videos with a DFD detector: clips spread over each video, one decoding pass, batched forward passes.
+"""Score whole videos with a DFD detector: time windows tiling each video, one decoding pass, batched forward passes.
 
 Shared by `dfd predict` and the Inference Endpoints handler (handler.py). Like the files the Hub loads, it imports its
 siblings relatively (the decoder, decoding_dfd.py), so it runs the same from the installed package and from an
@@ -31,8 +31,8 @@ FAKE_LABEL = "fake"
 
 
 @dataclass
-class ClipScore:
-    """One clip of `num_frames` evenly spaced frames, the time (s) of each and the clip's class probabilities."""
+class WindowScore:
+    """One time window of `num_frames` evenly spaced frames, the time (s) of each and its class probabilities."""
 
     timestamps: list[float | None]
     scores: dict[str, float]
@@ -49,16 +49,16 @@ class ClipScore:
 @dataclass
 class VideoPrediction:
     """
-    A video's verdict. `scores` averages the clips' class probabilities and `label` is their argmax, so one clip
-    gives exactly the model card's prediction; `clips` are in time order.
+    A video's verdict. `scores` averages the windows' class probabilities and `label` is their argmax, so one
+    window gives exactly the model card's prediction; `windows` are in time order.
     """
 
     path: str
     label: str
     scores: dict[str, float]
-    most_suspicious_clip: int
+    most_suspicious_window: int
     duration: float | None
-    clips: list[ClipScore]
+    windows: list[WindowScore]
 
     @property
     def fake_probability(self) -> float:
@@ -66,26 +66,30 @@ class VideoPrediction:
 
     @property
     def max_fake_probability(self) -> float:
-        return self.clips[self.most_suspicious_clip].scores[FAKE_LABEL]
+        return self.windows[self.most_suspicious_window].scores[FAKE_LABEL]
 
     def to_dict(self) -> dict:
-        suspicious = self.clips[self.most_suspicious_clip]
+        suspicious = self.windows[self.most_suspicious_window]
         return {
             "path": self.path,
             "label": self.label,
             "fake_probability": self.fake_probability,
             "max_fake_probability": self.max_fake_probability,
-            "most_suspicious": {"start": suspicious.start, "end": suspicious.end, "clip": self.most_suspicious_clip},
+            "most_suspicious": {
+                "start": suspicious.start,
+                "end": suspicious.end,
+                "window": self.most_suspicious_window,
+            },
             "scores": self.scores,
             "duration": self.duration,
-            "clips": [
+            "windows": [
                 {
-                    "start": clip.start,
-                    "end": clip.end,
-                    "fake_probability": clip.scores[FAKE_LABEL],
-                    "timestamps": clip.timestamps,
+                    "start": window.start,
+                    "end": window.end,
+                    "fake_probability": window.scores[FAKE_LABEL],
+                    "timestamps": window.timestamps,
                 }
-                for clip in self.clips
+                for window in self.windows
             ],
         }
 
@@ -107,8 +111,8 @@ class VideoError:
 @dataclass
 class _PreparedVideo:
     path: str
-    pixel_values: torch.Tensor  # (num_clips, num_frames, 3, size, size)
-    timestamps: np.ndarray  # (num_clips, num_frames) seconds, NaN where the file does not time its frames
+    pixel_values: torch.Tensor  # (num_windows, num_frames, 3, size, size)
+    timestamps: np.ndarray  # (num_windows, num_frames) seconds, NaN where the file does not time its frames
     duration: float | None
 
 
@@ -117,14 +121,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
-def clip_frame_indices(total_frames: int, num_frames: int, num_clips: int) -> np.ndarray:
+def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -> np.ndarray:
     """
-    (num_clips, num_frames) frame indices: the video is cut into `num_clips` equal consecutive segments and each clip
-    samples its segment evenly, so the clips tile the whole video and one clip is the model card's sampling.
+    (num_windows, num_frames) frame indices: the video is cut into `num_windows` equal consecutive windows, each
+    sampled evenly, so the windows tile the whole video and one window is the model card's sampling.
     """
-    if num_clips < 1:
-        raise ValueError(f"num_clips must be at least 1, got {num_clips}.")
-    bounds = np.linspace(0, total_frames, num_clips + 1).round().astype(np.int64)
+    if num_windows < 1:
+        raise ValueError(f"num_windows must be at least 1, got {num_windows}.")
+    bounds = np.linspace(0, total_frames, num_windows + 1).round().astype(np.int64)
     starts = np.minimum(bounds[:-1], total_frames - 1)
     lengths = np.maximum(bounds[1:] - starts, 1)
     return np.stack([start + sample_frame_indices(length, num_frames) for start, length in zip(starts, lengths)])
@@ -148,10 +152,10 @@ class VideoScorer:
     """
     Predicts videos with a loaded detector and its processor.
 
-    Worker threads decode (PyAV releases the GIL) and preprocess the next videos while the model runs; clips of
-    consecutive videos share forward passes of up to `batch_size` clips. Peak host memory grows with
-    `num_workers` x clips per video x frames per clip x the videos' resolution, since a video's frames are decoded
-    in one pass.
+    Worker threads decode (PyAV releases the GIL) and preprocess the next videos while the model runs; windows of
+    consecutive videos share forward passes of up to `batch_size` windows. Peak host memory grows with
+    `num_workers` x windows per video x frames per window x the videos' resolution, since a video's frames are
+    decoded in one pass.
     """
 
     def __init__(self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
@@ -167,37 +171,37 @@ class VideoScorer:
         if FAKE_LABEL not in self.labels:
             raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
 
-    def predict(self, videos: Iterable, num_clips: int = 1) -> Iterator[VideoPrediction | VideoError]:
+    def predict(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
         a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the handler
         checks the duration) does not have the file demuxed again.
         """
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
-            waiting, waiting_clips = [], 0
-            prepare = functools.partial(self._prepare, num_clips=num_clips)
+            waiting, waiting_windows = [], 0
+            prepare = functools.partial(self._prepare, num_windows=num_windows)
             for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
                 waiting.append(prepared)
-                waiting_clips += len(prepared.pixel_values) if isinstance(prepared, _PreparedVideo) else 0
-                if waiting_clips >= self.batch_size:
+                waiting_windows += len(prepared.pixel_values) if isinstance(prepared, _PreparedVideo) else 0
+                if waiting_windows >= self.batch_size:
                     yield from self._score(waiting)
-                    waiting, waiting_clips = [], 0
+                    waiting, waiting_windows = [], 0
             yield from self._score(waiting)
 
-    def _prepare(self, video, num_clips: int) -> _PreparedVideo | VideoError:
-        """Decode every clip's frames in one pass over the file, then resize and normalise them with the processor."""
+    def _prepare(self, video, num_windows: int) -> _PreparedVideo | VideoError:
+        """Decode every window's frames in one pass over the file, then resize and normalise them with the processor."""
         probed = isinstance(video, VideoInfo)
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
             info = video if probed else probe_video(path)
-            indices = clip_frame_indices(info.total_frames, num_frames, num_clips)
+            indices = window_frame_indices(info.total_frames, num_frames, num_windows)
             decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
         except VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
             return VideoError(path, error.reason)
-        clips = list(decoded.frames.reshape(num_clips, num_frames, *decoded.frames.shape[1:]))
-        pixel_values = self.processor(clips, do_sample_frames=False, return_tensors="pt")["pixel_values"]
-        timestamps = decoded.timestamps.reshape(num_clips, num_frames)
+        windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
+        pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
+        timestamps = decoded.timestamps.reshape(num_windows, num_frames)
         return _PreparedVideo(path, pixel_values, timestamps, info.duration)
 
     @torch.inference_mode()
@@ -219,15 +223,15 @@ class VideoScorer:
     def _summarise(self, video: _PreparedVideo, probabilities: torch.Tensor) -> VideoPrediction:
         mean = probabilities.mean(dim=0)
         fake = probabilities[:, self.labels.index(FAKE_LABEL)]
-        clips = []
-        for clip, clip_probabilities in enumerate(probabilities.tolist()):
-            times = [_seconds(time) for time in video.timestamps[clip].tolist()]
-            clips.append(ClipScore(times, dict(zip(self.labels, clip_probabilities))))
+        windows = []
+        for window, window_probabilities in enumerate(probabilities.tolist()):
+            times = [_seconds(time) for time in video.timestamps[window].tolist()]
+            windows.append(WindowScore(times, dict(zip(self.labels, window_probabilities))))
         return VideoPrediction(
             path=video.path,
             label=self.labels[int(mean.argmax())],
             scores=dict(zip(self.labels, mean.tolist())),
-            most_suspicious_clip=int(fake.argmax()),
+            most_suspicious_window=int(fake.argmax()),
             duration=_seconds(video.duration),
-            clips=clips,
+            windows=windows,
         )

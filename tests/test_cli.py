@@ -16,7 +16,7 @@ from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 from transformers.utils import logging as transformers_logging
 
 from conftest import numbered_frames, write_video
-from dfd.tools.cli import main
+from dfd.tools.cli import build_parser, main
 from dfd.modeling_dfd import resize_position_embeddings
 
 
@@ -92,7 +92,7 @@ def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, re
     for row in rows:
         assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
         assert row["label"] == ("fake" if float(row["fake_probability"]) > 0.5 else "real")
-        assert row["error"] == "" and row["num_clips"] == "1"
+        assert row["error"] == "" and row["num_windows"] == "1"
         timestamps = [float(value) for value in row["timestamps"].split()]
         total = SHORT_FRAMES if "short" in row["path"] else LONG_FRAMES
         # Frame i is shown at i / fps: the card's np.linspace(0, total - 1, 12) frames.
@@ -135,9 +135,9 @@ def test_predict_table_reports_bad_inputs_on_their_own_line_and_exits_1(tiny_det
     assert [row[1] for row in rows[2:]] == ["error", "error"]
 
 
-def test_predict_folder_with_clips_json_and_plots(tiny_detector_dir, videos, tmp_path):
+def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, tmp_path):
     output, plots = tmp_path / "results" / "predictions.json", tmp_path / "plots"
-    result = dfd("predict", videos, "--model", tiny_detector_dir, "--clips", "3", "--batch-size", "2",
+    result = dfd("predict", videos, "--model", tiny_detector_dir, "--windows", "3", "--batch-size", "2",
                  "--output", output, "--plot", plots)  # fmt: skip
     assert result.returncode == 1  # the truncated mp4
     assert result.stdout == ""
@@ -150,21 +150,22 @@ def test_predict_folder_with_clips_json_and_plots(tiny_detector_dir, videos, tmp
     for record, total in zip(records, (SHORT_FRAMES, LONG_FRAMES)):
         duration = total / FPS
         assert record["duration"] == pytest.approx(duration)
-        clips = record["clips"]
-        assert len(clips) == 3
-        # The clips tile the video in time order: each spans its 12 frames, from the first frame to the last.
-        assert clips[0]["start"] == 0.0 and clips[-1]["end"] == pytest.approx((total - 1) / FPS)
-        for clip, following in zip(clips, clips[1:]):
-            assert clip["end"] < following["start"] <= clip["end"] + 1.5 / FPS
-        for clip in clips:
-            assert len(clip["timestamps"]) == 12 and clip["timestamps"] == sorted(clip["timestamps"])
-            assert (clip["start"], clip["end"]) == (clip["timestamps"][0], clip["timestamps"][-1])
-            assert 0 <= clip["start"] < clip["end"] <= duration
-        fake = [clip["fake_probability"] for clip in clips]
+        windows = record["windows"]
+        assert len(windows) == 3
+        # The windows tile the video in time order: each spans its 12 frames, from the first frame to the last.
+        assert windows[0]["start"] == 0.0 and windows[-1]["end"] == pytest.approx((total - 1) / FPS)
+        for window, following in zip(windows, windows[1:]):
+            assert window["end"] < following["start"] <= window["end"] + 1.5 / FPS
+        for window in windows:
+            assert len(window["timestamps"]) == 12 and window["timestamps"] == sorted(window["timestamps"])
+            assert (window["start"], window["end"]) == (window["timestamps"][0], window["timestamps"][-1])
+            assert 0 <= window["start"] < window["end"] <= duration
+        fake = [window["fake_probability"] for window in windows]
         assert record["fake_probability"] == pytest.approx(np.mean(fake), abs=1e-6)
         assert record["max_fake_probability"] == pytest.approx(max(fake))
         worst = int(np.argmax(fake))
-        assert record["most_suspicious"] == {"start": clips[worst]["start"], "end": clips[worst]["end"], "clip": worst}
+        suspicious = {"start": windows[worst]["start"], "end": windows[worst]["end"], "window": worst}
+        assert record["most_suspicious"] == suspicious
         assert record["scores"]["fake"] == pytest.approx(record["fake_probability"])
 
     assert sorted(p.name for p in plots.iterdir()) == ["long.png", "short.png"]
@@ -174,10 +175,32 @@ def test_predict_folder_with_clips_json_and_plots(tiny_detector_dir, videos, tmp
 
 
 def test_usage_errors_exit_2(tiny_detector_dir, videos):
-    for args in (["predict"], ["predict", videos / "short.mp4", "--clips", "0"], ["convert", "x.pt"]):
+    for args in (["predict"], ["predict", videos / "short.mp4", "--windows", "0"], ["convert", "x.pt"]):
         result = dfd(*args)
         assert result.returncode == 2, args
         assert "usage: dfd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_clips_is_the_earlier_name_of_windows():
+    assert build_parser().parse_args(["predict", "video.mp4", "--clips", "3"]).windows == 3
+
+
+def test_predict_names_a_missing_model_folder_and_an_unreachable_hub_id(videos, tmp_path, run_dfd):
+    """Loading fails before any video is read; each reason is one line. The tests run with HF_HUB_OFFLINE=1."""
+    video = videos / "short.mp4"
+    for folder in (tmp_path / "nope", "./no-such-detector", "~/no-such-detector", "models/dfd/v1", "models/dfd/"):
+        assert run_dfd("predict", video, "--model", folder) == (1, "", f"error: --model {folder}: no such folder\n")
+
+    status, out, err = run_dfd("predict", video, "--model", video)
+    assert (status, out) == (1, "")
+    assert err.startswith(f"error: --model {video}: not a folder (")
+
+    status, out, err = run_dfd("predict", video, "--model", "someone/not-cached")
+    assert (status, out) == (1, "")
+    assert err == (
+        "error: --model someone/not-cached: no such local folder, and the Hub cannot be reached (HF_HUB_OFFLINE is "
+        "set) and no cached copy exists; --model takes a local folder too\n"
+    )
 
 
 def test_help_on_every_command(capsys):

@@ -111,7 +111,8 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     max_bytes = large.stat().st_size // 2
     requests = [
         {"inputs": encode(short)},
-        {"inputs": encode(short), "parameters": {"clips": 2, "top_k": 1}},
+        {"inputs": encode(short), "parameters": {"windows": 2, "top_k": 1}},
+        {"inputs": encode(short), "parameters": {"clips": 2, "top_k": 1}},  # the parameter's earlier name
         {"inputs": f"{url}/short.mp4"},
         {"inputs": str(short)},
         {"inputs": str(folder / "missing.mp4")},
@@ -121,7 +122,7 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
         {"inputs": encode(long)},
         {"inputs": "this is not base64!"},
         {"inputs": base64.b64encode(b"\x00" * 2000).decode()},
-        {"inputs": encode(short), "parameters": {"clips": 4}},
+        {"inputs": encode(short), "parameters": {"windows": 4}},
     ]
     path_requests = [{"inputs": str(short)}, {"inputs": str(folder / "missing.mp4")}]
     responses = run_endpoint(
@@ -129,11 +130,11 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
         [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
         DFD_MAX_INPUT_BYTES=str(max_bytes),
         DFD_MAX_DURATION_SECONDS="5",
-        DFD_MAX_CLIPS="3",
+        DFD_MAX_WINDOWS="3",
     )
     by_allowed_path, by_allowed_missing_path = responses[len(requests) :]
-    plain, with_clips, by_url, by_path, by_missing_path, by_relative_path, *responses = responses[: len(requests)]
-    too_large, too_large_url, too_long, not_base64, not_video, many = responses
+    plain, with_windows, with_clips, by_url, by_path, by_missing_path, *responses = responses[: len(requests)]
+    by_relative_path, too_large, too_large_url, too_long, not_base64, not_video, many = responses
 
     # Same numbers as processor + model in this process, sorted by score.
     (scores,) = tiny_detector_scores([short])
@@ -152,10 +153,11 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
         "error": "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
     }
 
-    (top,) = with_clips
-    assert set(top) == {"label", "score", "clips"}
-    assert [(clip["start"], clip["end"]) for clip in top["clips"]] == [(0.0, 0.76), (0.8, 1.56)]
-    assert top["score"] == pytest.approx(np.mean([clip["score"] for clip in top["clips"]]), abs=1e-6)
+    (top,) = with_windows
+    assert set(top) == {"label", "score", "windows"}
+    assert [(window["start"], window["end"]) for window in top["windows"]] == [(0.0, 0.76), (0.8, 1.56)]
+    assert top["score"] == pytest.approx(np.mean([window["score"] for window in top["windows"]]), abs=1e-6)
+    assert with_clips == with_windows
 
     for refused in (too_large, too_large_url):  # base64 is refused on its length, before decoding
         assert refused["error"].startswith("the video is ")
@@ -163,5 +165,5 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     assert too_long == {"error": "the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"}
     assert not_base64 == by_relative_path
     assert not_video["error"].startswith("cannot read the video: ")
-    assert many == {"error": "'clips' is 4, above the limit of 3 (DFD_MAX_CLIPS)"}
+    assert many == {"error": "'windows' is 4, above the limit of 3 (DFD_MAX_WINDOWS)"}
 

@@ -25,6 +25,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel, pipeline
+from transformers.utils import logging as transformers_logging
+
+from ..decoding_dfd import load_video_frames
+from ..inference import FAKE_LABEL
+from .files import check_new_output, write_json
+from .synthetic_videos import CLASS_NAMES, TextureSettings, frame_statistics, write_dataset
+
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train_accelerate.py"
 # Written into --output-dir, so that a re-run only ever clears a folder the demo made itself.
@@ -100,8 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser):
 def prepare_output_dir(output_dir: Path):
     """Create the folder, or clear the demo's earlier results from it; never touch a folder the demo did not make."""
     marker = output_dir / MARKER_NAME
-    if output_dir.exists() and not marker.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise DemoError(f"{output_dir}: already exists and was not made by `dfd demo`; choose another --output-dir")
+    try:
+        check_new_output(output_dir, overwrite=marker.exists())
+    except FileExistsError:
+        raise DemoError(
+            f"{output_dir}: already exists and was not made by `dfd demo`; choose another --output-dir"
+        ) from None
     for name in ("data", "tiny_clip", "runs", "evals", "frame_cache", "logs", "results.json"):
         path = output_dir / name
         if path.is_dir():
@@ -114,9 +127,6 @@ def prepare_output_dir(output_dir: Path):
 
 def synthesize_videos(data_dir: Path, settings: DemoSettings, seed: int) -> dict:
     """Every split's mp4 files, then the per-frame and frame-to-frame statistics of the test split by class."""
-    from ..decoding_dfd import load_video_frames
-    from .synthetic_videos import CLASS_NAMES, TextureSettings, frame_statistics, write_dataset
-
     textures = TextureSettings(size=settings.video_size, num_frames=settings.video_frames)
     for index, split in enumerate(SPLITS):
         write_dataset(data_dir / split, settings.videos_per_class[split], (seed, index), textures, fps=settings.fps)
@@ -131,9 +141,6 @@ def synthesize_videos(data_dir: Path, settings: DemoSettings, seed: int) -> dict
 
 def build_tiny_clip(clip_dir: Path, settings: DemoSettings, seed: int):
     """A randomly initialized CLIP vision tower saved like a Hub checkpoint: the demo downloads nothing."""
-    import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
     torch.manual_seed(seed)
     CLIPVisionModel(CLIPVisionConfig(image_size=settings.video_size, **settings.clip)).save_pretrained(clip_dir)
 
@@ -209,10 +216,6 @@ def eval_command(name: str, output_dir: Path) -> list[str]:
 
 def classify_with_pipeline(export_dir: Path, test_dir: Path) -> list[dict]:
     """Every held-out video through pipeline("video-classification"), as a user would load the exported folder."""
-    from transformers import pipeline
-
-    from .synthetic_videos import CLASS_NAMES
-
     classifier = pipeline("video-classification", model=str(export_dir), trust_remote_code=True)
     predictions = []
     for name in CLASS_NAMES:
@@ -224,15 +227,13 @@ def classify_with_pipeline(export_dir: Path, test_dir: Path) -> list[dict]:
                     "file": str(path.relative_to(test_dir)),
                     "label": name,
                     "predicted": predicted,
-                    "fake_score": scores["fake"],
+                    "fake_score": scores[FAKE_LABEL],
                 }
             )
     return predictions
 
 
 def print_predictions(predictions: list[dict], rows_per_class: int = 5):
-    from .synthetic_videos import CLASS_NAMES
-
     print(f"\n{'file':<22} {'true':<6} {'predicted':<10} {'fake score':>10}")
     for label in CLASS_NAMES:
         for row in [p for p in predictions if p["label"] == label][:rows_per_class]:
@@ -249,23 +250,11 @@ def step(title: str):
     print(f"      done in {time.time() - started:.0f} s", flush=True)
 
 
-def run(args) -> int:
-    import torch
-    from transformers.utils import logging as transformers_logging
-
-    from .files import write_atomically
-
-    started = time.time()
-    settings = FAST if args.fast else FULL
-    output_dir = args.output_dir
-    prepare_output_dir(output_dir)
-    transformers_logging.disable_progress_bar()  # saving and loading the tiny models: bars that flash by
-    torch.set_num_threads(1)  # tiny models, here too (see script_environment)
-    print(f"dfd demo{' --fast' if args.fast else ''}: everything goes to {output_dir}/")
-
+def synthesize_step(output_dir: Path, settings: DemoSettings, seed: int) -> dict:
+    """Step 1: the videos and the tiny CLIP; returns the test videos' frame statistics by class."""
     counts = ", ".join(f"{split} {count}+{count}" for split, count in settings.videos_per_class.items())
     with step(f"[1/5] Synthesizing real+fake videos ({counts})"):
-        statistics = synthesize_videos(output_dir / "data", settings, args.seed)
+        statistics = synthesize_videos(output_dir / "data", settings, seed)
         print(
             f"      {settings.video_frames} frames of {settings.video_size}x{settings.video_size} px at "
             f"{settings.fps} fps; measured on the decoded test videos, per frame:"
@@ -276,9 +265,13 @@ def run(args) -> int:
                 f"      {name:<6} {values['brightness']:>10.1f} {values['contrast']:>9.1f} "
                 f"{values['frame_to_frame_change']:>31.1f}"
             )
-        build_tiny_clip(output_dir / "tiny_clip", settings, args.seed)
+        build_tiny_clip(output_dir / "tiny_clip", settings, seed)
+    return statistics
 
-    commands = {name: train_command(name, output_dir, settings, args.seed) for name in MODELS}
+
+def train_step(output_dir: Path, settings: DemoSettings, seed: int) -> dict[str, list[str]]:
+    """Steps 2-3: both detectors trained side by side; returns their train_accelerate.py commands."""
+    commands = {name: train_command(name, output_dir, settings, seed) for name in MODELS}
     with step(f"[2-3/5] Training both tiny detectors in parallel with train_accelerate.py (logs: {output_dir}/logs/)"):
         print(
             f"      backbone: random CLIP {settings.clip} at {settings.video_size} px, {settings.num_frames} frames; "
@@ -286,11 +279,15 @@ def run(args) -> int:
         )
         print(
             f"      lr {settings.learning_rate}, {settings.num_train_epochs} epochs, batch {settings.batch_size}, new "
-            f"weights initialized with std {settings.initializer_range}, seed {args.seed}; the adapter run is:"
+            f"weights initialized with std {settings.initializer_range}, seed {seed}; the adapter run is:"
         )
         print(f"      {shlex.join(commands['adapters'])}")
         run_in_parallel(commands, output_dir / "logs")
+    return commands
 
+
+def evaluate_step(output_dir: Path) -> dict[str, dict]:
+    """Step 4: both detectors on the held-out videos; returns each one's test metrics and training facts."""
     with step("[4/5] Evaluating both on the held-out test videos (train_accelerate.py --do_eval)"):
         run_in_parallel({f"{name}_eval": eval_command(name, output_dir) for name in MODELS}, output_dir / "logs")
     results = {}
@@ -303,35 +300,20 @@ def run(args) -> int:
             "trainable_parameters": training["trainable_parameters"],
             "train_seconds": training["train_runtime"],
         }
+    return results
 
-    export_dir = output_dir / "runs" / "adapters" / "model"
+
+def classify_step(export_dir: Path, test_dir: Path) -> tuple[list[dict], float]:
+    """Step 5: the held-out videos through the pipeline; returns the predictions and their accuracy."""
     with step(f"[5/5] Classifying the held-out videos with pipeline('video-classification', model='{export_dir}')"):
-        predictions = classify_with_pipeline(export_dir, output_dir / "data" / "test")
-        pipeline_accuracy = sum(p["predicted"] == p["label"] for p in predictions) / len(predictions)
+        predictions = classify_with_pipeline(export_dir, test_dir)
+        accuracy = sum(p["predicted"] == p["label"] for p in predictions) / len(predictions)
         print_predictions(predictions)
-        print(f"accuracy on all {len(predictions)} held-out videos: {pipeline_accuracy:.3f}")
+        print(f"accuracy on all {len(predictions)} held-out videos: {accuracy:.3f}")
+    return predictions, accuracy
 
-    adapters, frame_only = results["adapters"], results["frame_only"]
-    passed = adapters["roc_auc"] >= settings.min_adapter_auc and frame_only["roc_auc"] <= settings.max_frame_only_auc
-    wall_seconds = time.time() - started
-    write_atomically(
-        output_dir / "results.json",
-        json.dumps(
-            {
-                "passed": passed,
-                "models": results,
-                "pipeline_accuracy": pipeline_accuracy,
-                "predictions": predictions,
-                "frame_statistics": statistics,
-                "settings": {**asdict(settings), "fast": args.fast, "seed": args.seed},
-                "commands": {name: shlex.join(command) for name, command in commands.items()},
-                "wall_seconds": wall_seconds,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
 
+def print_results(results: dict[str, dict], settings: DemoSettings):
     test_count = settings.videos_per_class["test"]
     print(f"\nHeld-out test set: {test_count} real + {test_count} fake videos")
     print(f"{'model':<26} {'ROC AUC':>8} {'accuracy':>9} {'trainable params':>17} {'training loop':>14}")
@@ -341,6 +323,41 @@ def run(args) -> int:
             f"{title:<26} {values['roc_auc']:>8.3f} {values['accuracy']:>9.3f} "
             f"{values['trainable_parameters']:>17,} {values['train_seconds']:>13.0f}s"
         )
+
+
+def run(args) -> int:
+    started = time.time()
+    settings = FAST if args.fast else FULL
+    output_dir = args.output_dir
+    prepare_output_dir(output_dir)
+    transformers_logging.disable_progress_bar()  # saving and loading the tiny models: bars that flash by
+    torch.set_num_threads(1)  # tiny models, here too (see script_environment)
+    print(f"dfd demo{' --fast' if args.fast else ''}: everything goes to {output_dir}/")
+
+    statistics = synthesize_step(output_dir, settings, args.seed)
+    commands = train_step(output_dir, settings, args.seed)
+    results = evaluate_step(output_dir)
+    export_dir = output_dir / "runs" / "adapters" / "model"
+    predictions, pipeline_accuracy = classify_step(export_dir, output_dir / "data" / "test")
+
+    adapters, frame_only = results["adapters"], results["frame_only"]
+    passed = adapters["roc_auc"] >= settings.min_adapter_auc and frame_only["roc_auc"] <= settings.max_frame_only_auc
+    wall_seconds = time.time() - started
+    write_json(
+        output_dir / "results.json",
+        {
+            "passed": passed,
+            "models": results,
+            "pipeline_accuracy": pipeline_accuracy,
+            "predictions": predictions,
+            "frame_statistics": statistics,
+            "settings": {**asdict(settings), "fast": args.fast, "seed": args.seed},
+            "commands": {name: shlex.join(command) for name, command in commands.items()},
+            "wall_seconds": wall_seconds,
+        },
+    )
+
+    print_results(results, settings)
     print(f"\nHub-ready export: {export_dir}; results: {output_dir / 'results.json'}; total {wall_seconds:.0f} s")
     verdict = (
         f"adapters AUC {adapters['roc_auc']:.3f} (needs >= {settings.min_adapter_auc}), frame-only AUC "

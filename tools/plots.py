@@ -17,22 +17,24 @@ def save_png(figure: Figure, path: Path):
 
 
 def write_plot(record: dict, path: Path):
-    """A PNG of each clip's fake probability along the video's time line, the most suspicious clip shaded."""
+    """A PNG of each window's fake probability along the video's time line, the most suspicious window shaded."""
     figure = Figure(figsize=(8, 3), layout="constrained")
     axes = figure.subplots()
-    clips = record["clips"]
-    fake = [clip["fake_probability"] for clip in clips]
-    if all(clip["start"] is not None and clip["end"] is not None for clip in clips):
-        middles = [(clip["start"] + clip["end"]) / 2 for clip in clips]
-        axes.hlines(fake, [clip["start"] for clip in clips], [clip["end"] for clip in clips], lw=3)
+    windows = record["windows"]
+    fake = [window["fake_probability"] for window in windows]
+    if all(window["start"] is not None and window["end"] is not None for window in windows):
+        middles = [(window["start"] + window["end"]) / 2 for window in windows]
+        axes.hlines(fake, [window["start"] for window in windows], [window["end"] for window in windows], lw=3)
         suspicious = record["most_suspicious"]
-        axes.axvspan(suspicious["start"], suspicious["end"], color="tab:red", alpha=0.15, label="most suspicious clip")
+        axes.axvspan(
+            suspicious["start"], suspicious["end"], color="tab:red", alpha=0.15, label="most suspicious window"
+        )
         axes.set_xlabel("time (s)")
         if record["duration"]:
             axes.set_xlim(0, record["duration"])
     else:  # a file without frame timing
-        middles = list(range(1, len(clips) + 1))
-        axes.set_xlabel("clip")
+        middles = list(range(1, len(windows) + 1))
+        axes.set_xlabel("window")
     axes.plot(middles, fake, marker="o", color="tab:blue")
     axes.axhline(0.5, color="gray", linestyle="--", lw=1, label="decision threshold")
     axes.set_ylim(0, 1)

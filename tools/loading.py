@@ -1,0 +1,45 @@
+"""Load a detector (model + processor) from a local folder or a Hub id, with a one-line reason when it cannot be."""
+
+from pathlib import Path
+
+from huggingface_hub import is_offline_mode
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+
+def looks_like_path(name: str) -> bool:
+    """Absolute, `./`, `../` or `~` first, or not a valid Hub id (e.g. `a/b/c`): then only a folder is meant."""
+    if Path(name).is_absolute() or name.startswith((".", "~")):
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def load_detector(name_or_path: str):
+    """
+    (model, processor) of a detector folder or Hub repo, with its code (trust_remote_code). Raises OSError with the
+    reason, without the name: no such folder, not a folder, the Hub unreachable (offline or no network) and the repo
+    not cached, or transformers' own reason (no such repo, no weights, ...).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OSError("not a folder (a detector is a folder with config.json and model.safetensors, or a Hub id)")
+    if not path.exists() and looks_like_path(name_or_path):
+        raise OSError("no such folder")
+    source = str(path) if path.is_dir() else name_or_path
+    try:
+        model = AutoModelForVideoClassification.from_pretrained(source, trust_remote_code=True)
+    except OSError as error:
+        if isinstance(error.__cause__, LocalEntryNotFoundError):  # what huggingface_hub raises offline or unconnected
+            why = "HF_HUB_OFFLINE is set" if is_offline_mode() else "no connection"
+            raise OSError(
+                f"no such local folder, and the Hub cannot be reached ({why}) and no cached copy exists; --model takes "
+                "a local folder too"
+            ) from None
+        raise
+    processor = AutoVideoProcessor.from_pretrained(source, trust_remote_code=True)
+    return model, processor
