@@ -256,6 +256,12 @@ def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
     assert all(not state[name].any() for name in state if ".adapter.up_proj." in name)  # adapters at identity
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     assert trainable and all(".adapter." in name or name.startswith("classifier.") for name in trainable)
+    # A deployable repo with a card that names no path of this machine and says the model is untrained.
+    assert {"handler.py", "inference.py", "requirements.txt"} <= {path.name for path in output.iterdir()}
+    card = (output / "README.md").read_text()
+    assert str(tiny_clip_dir) not in card and tiny_clip_dir.name not in card and str(tmp_path) not in card
+    assert "model_name: dfd-deepfake-detector" in card and "base_model" not in card
+    assert "a local CLIP checkpoint" in card and "Not trained for detection yet" in card
 
     status, _, err = run_dfd("init", "--clip", tiny_clip_dir, "--output", output)
     assert (status, err) == (1, f"error: {output}: already exists (pass --overwrite to replace it)\n")
@@ -329,6 +335,8 @@ def test_convert_a_model_state_dict_checkpoint_round_trips(tiny_detector_dir, tm
     assert converted.keys() == original.keys()
     for name in original:
         torch.testing.assert_close(converted[name], original[name])
+    card = (output / "README.md").read_text()
+    assert "converted from a checkpoint" in card and "Not trained" not in card and str(tmp_path) not in card
 
 
 def test_convert_a_trainable_only_checkpoint_takes_the_backbone_from_clip(

@@ -113,10 +113,11 @@ def hub_id(name: str | None) -> str | None:
     return name
 
 
-def checkpoint_card(model, origin: str, base_model: str | None = None, model_name: str = DEFAULT_MODEL_NAME) -> str:
+def checkpoint_card(model, origin: str, base_model: str | None = None, trained: bool = False) -> str:
     """
     README.md of an export that was not trained here (`dfd init`, `dfd convert`): what it is and how to train it.
-    `origin` says where its weights come from, in words; `base_model` is kept only when it is a Hub id.
+    `origin` says where its weights come from, in words; `base_model` is kept only when it is a Hub id; `trained`:
+    whether its classifier comes trained (a converted checkpoint's) rather than new.
     """
     config = model.config
     trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
@@ -126,13 +127,20 @@ def checkpoint_card(model, origin: str, base_model: str | None = None, model_nam
         pipeline_tag="video-classification",
         base_model=hub_id(base_model),
         tags=["deepfake-detection", "video-classification", "clip", "spatiotemporal-adapters", "custom_code"],
-        model_name=model_name,
+        model_name=DEFAULT_MODEL_NAME,
+    )
+    status = (
+        "Its weights come trained from elsewhere and were not evaluated here: evaluate it on your data, or fine-tune "
+        "it,"
+        if trained
+        else "**Not trained for detection yet**: its scores mean nothing until it is fine-tuned, e.g."
     )
     adapters = f"in {len(config.adapter_layers)} of {config.vision_config.num_hidden_layers} blocks"
     return (PACKAGE_ROOT / "tools" / "checkpoint_card.md").read_text(encoding="utf-8").format(
         metadata=metadata.to_yaml(),
-        model_name=model_name,
+        model_name=DEFAULT_MODEL_NAME,
         origin=origin,
+        status=status,
         config=config,
         adapters=f"{adapters} (bottleneck {config.adapter_bottleneck})" if config.adapter_layers else "none",
         trainable=trainable,

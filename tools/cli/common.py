@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from ..export import check_config_overrides, processor_for, save_detector
+from ..export import check_config_overrides, hub_id, processor_for, save_detector
 from ..files import check_new_output, parse_json_object
 
 
@@ -48,9 +48,15 @@ def check_overrides(overrides: dict):
         raise UsageError(f"--config-overrides: {error}") from None
 
 
-def export_detector(model, output: Path) -> Path:
+def export_detector(model, output: Path, card: str) -> Path:
     """The model plus the processor its config implies, as a Hub-ready folder (see `dfd.tools.export.save_detector`)."""
-    return save_detector(model, processor_for(model.config), output)
+    return save_detector(model, processor_for(model.config), output, readme=card)
+
+
+def describe_clip(name: str) -> str:
+    """A CLIP checkpoint as a card names it: a Hub id as it is, a local folder without its path."""
+    repo = hub_id(name)
+    return f"the CLIP checkpoint [`{repo}`](https://huggingface.co/{repo})" if repo else "a local CLIP checkpoint"
 
 
 def describe(model) -> str:

@@ -11,7 +11,16 @@ import torch
 
 from ...configuration_dfd import DFDConfig
 from ...modeling_dfd import DFDForVideoClassification, resize_position_embeddings
-from .common import CommandError, check_overrides, describe, export_detector, json_object, new_output_folder
+from ..export import checkpoint_card
+from .common import (
+    CommandError,
+    check_overrides,
+    describe,
+    describe_clip,
+    export_detector,
+    json_object,
+    new_output_folder,
+)
 
 
 # Wrappers that training code adds in front of parameter names: DataParallel/DDP, torch.compile.
@@ -160,7 +169,11 @@ def run(args) -> int:
     refuse_incomplete(args, missing)
     with torch.no_grad():
         model.load_state_dict(mapped, strict=False)
-    export_detector(model, output)
+    origin = "converted from a checkpoint of the original DFD training code"
+    if args.clip:
+        origin += f", with {describe_clip(args.clip)} for the backbone"
+    card = checkpoint_card(model, origin, base_model=args.clip, trained=not missing["classifier"])
+    export_detector(model, output, card)
     print_report(used, ignored, missing)
     print(f"saved the converted detector to {output} ({describe(model)})")
     return 0

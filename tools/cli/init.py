@@ -3,16 +3,18 @@
 import argparse
 
 from ...modeling_dfd import DFDForVideoClassification
-from .common import check_overrides, describe, export_detector, json_object, new_output_folder
+from ..export import checkpoint_card
+from .common import check_overrides, describe, describe_clip, export_detector, json_object, new_output_folder
 
 
 def run(args) -> int:
     output = new_output_folder(args.output, args.overwrite)
     check_overrides(args.config_overrides)
     model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)
-    export_detector(model, output)
+    origin = f"built from {describe_clip(args.clip)} with its adapters at identity and a new classifier"
+    export_detector(model, output, checkpoint_card(model, origin, base_model=args.clip))
     print(f"saved an untrained detector to {output} ({describe(model)})")
-    print(f"train it with: accelerate launch train_accelerate.py --model_path {output} ...")
+    print(f"train it with: accelerate launch -m dfd.train_accelerate --model_path {output} ...")
     return 0
 
 
