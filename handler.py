@@ -31,8 +31,6 @@ import binascii
 import os
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,7 +42,6 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 DEFAULT_MAX_INPUT_BYTES = 100_000_000
 DEFAULT_MAX_DURATION_SECONDS = 600.0
 DEFAULT_MAX_WINDOWS = 32
-DOWNLOAD_TIMEOUT_SECONDS = 30
 LOCAL_PATHS_REFUSED = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
 
 
@@ -118,7 +115,7 @@ class EndpointHandler:
         """A local file holding the video, whichever way it was sent; temporary copies are deleted afterwards."""
         if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
             with tempfile.NamedTemporaryFile(suffix=".video") as file:
-                self._download(inputs, file)
+                self.inference.fetch(inputs, file, self._check_size)
                 yield file.name
             return
         may_be_path = isinstance(inputs, str) and len(inputs) < 4096  # a base64 video is longer
@@ -150,19 +147,3 @@ class EndpointHandler:
             file.write(inputs)
             file.flush()
             yield file.name
-
-    def _download(self, url: str, file):
-        """Stream `url` into `file`, stopping as soon as it exceeds the size limit."""
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-                declared = response.headers.get("Content-Length")
-                if declared is not None:
-                    self._check_size(int(declared))
-                received = 0
-                while chunk := response.read(1 << 20):
-                    received += len(chunk)
-                    self._check_size(received)
-                    file.write(chunk)
-        except (urllib.error.URLError, TimeoutError) as error:
-            raise ValueError(f"cannot download {url}: {getattr(error, 'reason', error)}") from None
-        file.flush()

@@ -6,8 +6,11 @@ exported model folder, where the handler loads it through transformers' custom-c
 """
 
 import functools
+import http.client
 import itertools
 import math
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +135,34 @@ def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -
     starts = np.minimum(bounds[:-1], total_frames - 1)
     lengths = np.maximum(bounds[1:] - starts, 1)
     return np.stack([start + sample_frame_indices(length, num_frames) for start, length in zip(starts, lengths)])
+
+
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+
+def fetch(url: str, file, check_size) -> None:
+    """
+    Stream an http(s) `url` into the binary `file`. `check_size(bytes)` is called with the declared and the received
+    size and raises to stop a download that grows too large. A failed download raises ValueError saying why. The one
+    fetcher of everything that takes URLs (the Endpoints handler, the web app).
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit():
+                check_size(int(declared))
+            received = 0
+            while chunk := response.read(1 << 20):
+                received += len(chunk)
+                check_size(received)
+                file.write(chunk)
+    except urllib.error.HTTPError as error:
+        raise ValueError(f"cannot download: HTTP {error.code} {error.reason}") from None
+    except (OSError, http.client.HTTPException) as error:  # unreachable hosts, timeouts, dropped connections
+        raise ValueError(f"cannot download: {getattr(error, 'reason', None) or error}") from None
+    file.flush()
 
 
 def _seconds(value) -> float | None:

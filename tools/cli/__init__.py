@@ -1,8 +1,10 @@
-"""The `dfd` command: score videos from a terminal, start a checkpoint from CLIP, import a legacy checkpoint.
+"""The `dfd` command: score videos from a terminal or a web page, start a checkpoint from CLIP, import a legacy one.
 
     dfd predict video.mp4 videos/ "more/*.mov" --windows 8 --format json --output results.json --plot plots/
     dfd init --clip openai/clip-vit-large-patch14 --output checkpoints/dfd-init
     dfd convert best_model.pt --output checkpoints/dfd-converted --clip openai/clip-vit-large-patch14
+    dfd serve --model runs/dfd/model                # the web page, on 127.0.0.1
+    dfd space --model ORG/NAME --output my-space    # a ready Hugging Face Space folder for the model
 
 Errors are printed as one line (`--debug` shows the traceback). Exit status: 0 on success, 1 on failure (for
 `predict`: when any input could not be scored; the others are still scored and written), 2 on usage errors.
@@ -14,6 +16,7 @@ import sys
 from huggingface_hub.utils import logging as hub_logging
 from transformers.utils import logging
 
+from .. import app, space
 from . import convert, demo, init, predict
 from .common import CommandError
 
@@ -26,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (predict, init, convert, demo):
+    for command in (predict, init, convert, demo, app, space):
         command.add_parser(subparsers, parent)
     return parser
 

@@ -1,0 +1,313 @@
+"""`dfd serve`: a web page to drop videos on and read the detector's verdict, for moderators and Hub visitors.
+
+    dfd serve --model Arko007/deepfake-detector-dfd-sota --port 7860
+
+Per video the page shows the verdict (the scorer's label) and the fake score, the timeline of window scores with the
+most suspicious window shaded, that window's frames, and its JSON report (`dfd predict --format json`'s record).
+Videos are scored by `VideoScorer`, as by `dfd predict` and the endpoint, under the endpoint handler's limits on size,
+duration and windows (the same `DFD_MAX_*` variables). Gradio is an optional extra: `pip install "dfd-detector[app]"`.
+"""
+
+import argparse
+import os
+import tempfile
+import uuid
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..decoding_dfd import VideoDecodeError, VideoInfo, probe_video, read_video
+from ..handler import DEFAULT_MAX_DURATION_SECONDS, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_WINDOWS
+from ..inference import VideoError, VideoPrediction, VideoScorer, default_dtype, fetch, window_frame_indices
+from .files import write_json
+from .loading import load_detector
+from .plots import write_plot
+
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: the app never phones home
+
+DEFAULT_WINDOWS = 4
+FRAME_THUMBNAIL_SIZE = 512
+
+
+@dataclass
+class Limits:
+    """What one video may be: the endpoint handler's limits, read from the same environment variables."""
+
+    max_input_bytes: int = field(
+        default_factory=lambda: int(os.environ.get("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
+    )
+    max_duration: float = field(
+        default_factory=lambda: float(os.environ.get("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
+    )
+    max_windows: int = field(default_factory=lambda: int(os.environ.get("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS)))
+
+    def check_size(self, size: int):
+        if size > self.max_input_bytes:
+            raise ValueError(
+                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
+            )
+
+    def check_duration(self, info: VideoInfo):
+        if info.duration is not None and info.duration > self.max_duration:
+            raise ValueError(
+                f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
+                "(DFD_MAX_DURATION_SECONDS)"
+            )
+
+
+def download_video(url: str, path: Path, limits: Limits) -> Path:
+    """`url` saved at `path` through the handler's fetcher, within the size limit; nothing is left behind on failure."""
+    try:
+        with open(path, "wb") as file:
+            fetch(url, file, limits.check_size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class VideoResult:
+    """What the page shows for one video: its name and either its one-line error or its verdict and files."""
+
+    name: str
+    error: str | None = None
+    record: dict | None = None
+    timeline: str | None = None
+    frames: list[tuple[str, str]] = field(default_factory=list)  # (image path, caption)
+    report: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.record is None:
+            return f"**{self.name}**: error: {self.error}"
+        suspicious = self.record["most_suspicious"]
+        line = f"**{self.name}**: verdict **{self.record['label']}**, fake score {self.record['fake_probability']:.3f}"
+        if len(self.record["windows"]) > 1:
+            line += f"; most suspicious window {_time_range(suspicious)}: {self.record['max_fake_probability']:.3f}"
+        return line + (f" (error: {self.error})" if self.error else "")
+
+
+def _time_range(window: dict) -> str:
+    if window["start"] is None or window["end"] is None:
+        return f"#{window['window'] + 1}"
+    return f"{window['start']:.2f}-{window['end']:.2f} s"
+
+
+class VideoAnalyzer:
+    """
+    Checks, scores and illustrates videos for the page. Every file it makes lives in a fresh folder per request under
+    `work_dir`, as Gradio serves outputs from files.
+    """
+
+    def __init__(self, scorer: VideoScorer, limits: Limits | None = None, work_dir: str | None = None):
+        self.scorer = scorer
+        self.limits = limits or Limits()
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="dfd-app-"))
+
+    def analyze(self, inputs: list[tuple[str, str]], num_windows: int, progress=None) -> list[VideoResult]:
+        """
+        One `VideoResult` per (name, path or http(s) URL) input, in order; a bad input becomes its one-line error.
+        `progress(fraction, desc)` hears about each step.
+        """
+        progress = progress or (lambda fraction, desc: None)
+        if not 1 <= num_windows <= self.limits.max_windows:
+            raise ValueError(f"windows must lie in [1, {self.limits.max_windows}] (DFD_MAX_WINDOWS), got {num_windows}")
+        run_dir = self.work_dir / uuid.uuid4().hex
+        run_dir.mkdir(parents=True)
+        results, checked = [], []
+        try:
+            for position, (name, source) in enumerate(inputs):
+                progress(0.1 * position / len(inputs), f"Checking {name}")
+                result = VideoResult(name)
+                results.append(result)
+                try:
+                    download = run_dir / f"{position}.video"
+                    checked.append((result, self._check(source, download), run_dir / str(position)))
+                except ValueError as error:
+                    result.error = str(error)
+            with closing(self.scorer.predict([info for _, info, _ in checked], num_windows)) as predictions:
+                for done, (result, info, folder) in enumerate(checked):
+                    progress(0.1 + 0.9 * done / len(checked), f"Decoding and scoring {result.name}")
+                    self._illustrate(result, info, next(predictions), num_windows, folder)
+        finally:
+            for path in run_dir.glob("*.video"):  # downloads are kept only while scored
+                path.unlink()
+        progress(1.0, "Done")
+        return results
+
+    def _check(self, source: str, download_path: Path) -> VideoInfo:
+        """The probed video, within the limits; a URL is downloaded first."""
+        if source.startswith(("http://", "https://")):
+            source = download_video(source, download_path, self.limits)
+        elif "://" in source:
+            raise ValueError("only http(s) URLs are downloaded")
+        elif not os.path.isfile(source):
+            raise ValueError("file not found")
+        self.limits.check_size(os.path.getsize(source))
+        try:
+            info = probe_video(source)
+        except VideoDecodeError as error:
+            raise ValueError(error.reason) from None
+        self.limits.check_duration(info)
+        return info
+
+    def _illustrate(
+        self, result: VideoResult, info: VideoInfo, prediction: VideoPrediction | VideoError, num_windows: int, folder
+    ):
+        if isinstance(prediction, VideoError):
+            result.error = prediction.reason
+            return
+        folder.mkdir()
+        record = prediction.to_dict()
+        record["path"] = result.name  # the name the user knows, not the server's temporary file
+        result.record = record
+        write_plot(record, folder / "timeline.png")
+        result.timeline = str(folder / "timeline.png")
+        result.report = str(write_json(folder / f"{Path(result.name).stem or 'video'}.json", record))
+        try:
+            result.frames = self._suspicious_frames(info, prediction, num_windows, folder)
+        except VideoDecodeError as error:  # the file changed or broke between scoring and now
+            result.error = f"its frames cannot be shown: {error.reason}"
+
+    def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, num_windows: int, folder: Path):
+        """The most suspicious window's frames (the very frames the model saw, before resizing), as JPEG thumbnails."""
+        window = prediction.most_suspicious_window
+        indices = window_frame_indices(info.total_frames, self.scorer.processor.num_frames, num_windows)[window]
+        decoded = read_video(info, indices=indices)
+        frames = []
+        for position, (frame, time) in enumerate(zip(decoded.frames, prediction.windows[window].timestamps)):
+            image = Image.fromarray(frame)
+            image.thumbnail((FRAME_THUMBNAIL_SIZE, FRAME_THUMBNAIL_SIZE))
+            path = folder / f"frame-{position:02d}.jpg"
+            image.save(path, quality=90)
+            caption = f"frame {int(decoded.indices[position])}" + ("" if time is None else f" at {time:.2f} s")
+            frames.append((str(path), caption))
+        return frames
+
+
+def load_scorer(model: str, device: str | None = None) -> VideoScorer:
+    """A `VideoScorer` of the detector at `model` (folder or Hub id), on the GPU when there is one."""
+    try:
+        detector, processor = load_detector(model)
+    except OSError as error:
+        raise OSError(f"--model {model}: {error}") from None
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return VideoScorer(detector, processor, device, default_dtype(device))
+
+
+def _import_gradio():
+    try:
+        import gradio
+    except ImportError:
+        raise ImportError('the app needs Gradio: pip install "dfd-detector[app]"') from None
+    return gradio
+
+
+def _inputs(files: list[str] | None, urls: str | None) -> list[tuple[str, str]]:
+    """(name, source) of every uploaded file and every non-empty line of the URL box."""
+    named = [(Path(path).name, path) for path in files or []]
+    return named + [(line.strip(), line.strip()) for line in (urls or "").splitlines() if line.strip()]
+
+
+def _summary(results: list[VideoResult]) -> str:
+    labels = [result.record["label"] for result in results if result.record is not None]
+    counts = ", ".join(f"{labels.count(label)} {label}" for label in sorted(set(labels)))
+    errors = len(results) - len(labels)
+    return f"{len(results)} video(s): {counts or 'none scored'}" + (f", {errors} with errors" if errors else "")
+
+
+def build_app(analyzer: VideoAnalyzer, default_windows: int = DEFAULT_WINDOWS, title: str = "DFD deepfake detector"):
+    """The Gradio Blocks page around `analyzer`."""
+    gr = _import_gradio()
+    limits = analyzer.limits
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+        gr.Markdown(
+            f"# {title}\nDrop one or more videos, or paste video URLs (one per line). Each video is cut into time "
+            "windows of 12 evenly spaced frames; its fake score is the mean of the windows' fake probabilities. "
+            f"Up to {limits.max_input_bytes / 1e6:g} MB and {limits.max_duration:g} s per video."
+        )
+        with gr.Row():
+            files = gr.File(label="Videos", file_count="multiple", file_types=["video"], type="filepath")
+            with gr.Column():
+                urls = gr.Textbox(label="Video URLs", placeholder="https://example.com/video.mp4", lines=3)
+                windows = gr.Slider(
+                    1, limits.max_windows, value=min(default_windows, limits.max_windows), step=1, label="Time windows"
+                )
+                button = gr.Button("Analyze", variant="primary")
+        results = gr.State([])
+        summary = gr.Markdown()
+
+        def analyze(files, urls, num_windows, progress=gr.Progress()):
+            inputs = _inputs(files, urls)
+            if not inputs:
+                raise gr.Error("Add a video file or a URL first.")
+            analyzed = analyzer.analyze(inputs, int(num_windows), lambda fraction, desc: progress(fraction, desc=desc))
+            return analyzed, _summary(analyzed)
+
+        button.click(analyze, inputs=[files, urls, windows], outputs=[results, summary], show_progress="full")
+
+        @gr.render(inputs=results)
+        def show(results: list[VideoResult]):
+            for result in results:
+                with gr.Group():
+                    gr.Markdown(result.verdict, elem_classes="dfd-verdict")
+                    if result.record is None:
+                        continue
+                    gr.Image(result.timeline, label="Fake probability over time", elem_classes="dfd-timeline")
+                    if result.frames:
+                        gr.Gallery(
+                            result.frames,
+                            label="Frames of the most suspicious window",
+                            columns=6,
+                            height="auto",
+                            object_fit="contain",
+                            elem_classes="dfd-frames",
+                        )
+                    gr.DownloadButton("Download JSON report", value=result.report, size="sm")
+
+    return app
+
+
+def serve(model: str, port: int | None = None, share: bool = False, host: str | None = None, windows=DEFAULT_WINDOWS):
+    """Load the detector and serve the page until interrupted. `host`/`port` None: Gradio's (env) defaults."""
+    analyzer = VideoAnalyzer(load_scorer(model))
+    build_app(analyzer, windows).queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=share, show_error=False
+    )
+
+
+def run(args) -> int:
+    max_windows = Limits().max_windows
+    if args.windows > max_windows:
+        raise ValueError(f"--windows {args.windows} is above the limit of {max_windows} (DFD_MAX_WINDOWS)")
+    serve(args.model, args.port, args.share, "127.0.0.1", args.windows)
+    return 0
+
+
+def add_parser(subparsers, parent: argparse.ArgumentParser):
+    from .cli.common import positive_int
+    from .cli.predict import DEFAULT_MODEL
+
+    parser = subparsers.add_parser(
+        "serve",
+        parents=[parent],
+        help="start a web page to drop videos on (Gradio, on 127.0.0.1)",
+        description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[2].replace("\n", " "),
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"local folder or Hub repo id of a detector (default: {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--port", type=positive_int, default=7860, help="port on 127.0.0.1 (default: 7860)")
+    parser.add_argument("--share", action="store_true", help="also publish the page through a public gradio.live link")
+    parser.add_argument(
+        "--windows",
+        type=positive_int,
+        default=DEFAULT_WINDOWS,
+        help=f"the page's default time windows per video (default: {DEFAULT_WINDOWS})",
+    )
+    parser.set_defaults(run=run)
