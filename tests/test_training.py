@@ -233,6 +233,7 @@ def test_model_card_keeps_hub_ids(trained, source_args, base_model, source, tmp_
     assert card["model-index"][0]["name"] == "tiny-dfd"
     assert source in body and "CLIP vision tower" not in body
     assert 'from_pretrained("org/tiny-dfd", trust_remote_code=True)' in body
+    assert "dfd serve --model org/tiny-dfd" in body and "dfd space --model org/tiny-dfd" in body
 
 
 def test_export_loads_with_auto_classes_in_fresh_process(trained, data):
