@@ -75,20 +75,20 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 return range(total_frames)
             return sample_indices_fn(metadata=VideoMetadata(total_num_frames=total_frames))
 
-        clips = [decode_video(video, sample_indices) for video in _split_batch(videos)]
+        decoded = [decode_video(video, sample_indices) for video in _split_batch(videos)]
         metadata = [
             VideoMetadata(
-                total_num_frames=clip.total_frames,
-                fps=clip.fps,
-                height=clip.frames.shape[1],
-                width=clip.frames.shape[2],
-                duration=clip.duration,
+                total_num_frames=video.total_frames,
+                fps=video.fps,
+                height=video.frames.shape[1],
+                width=video.frames.shape[2],
+                duration=video.duration,
                 video_backend="pyav",
-                frames_indices=clip.indices.tolist(),
+                frames_indices=video.indices.tolist(),
             )
-            for clip in clips
+            for video in decoded
         ]
-        return [clip.frames for clip in clips], metadata
+        return [video.frames for video in decoded], metadata
 
     def _prepare_input_videos(self, videos, **kwargs):
         """Decoded frames are always (T, H, W, 3), so the channel axis is not guessed from shapes like (3, 3, W, 3)."""
