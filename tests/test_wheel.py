@@ -5,6 +5,7 @@ a folder outside the checkout. The editable install the other tests use would hi
 
 import base64
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,13 +14,17 @@ import pytest
 
 from conftest import REPO_ROOT, numbered_frames, write_video
 
+UNTRACKED = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "demo_output", ".cache")
+
 
 @pytest.fixture(scope="module")
 def wheel_python(tmp_path_factory):
     """A venv holding only our wheel; the dependencies come from the test venv (nothing is downloaded)."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools leaves build/ in the source folder, whose stale files a later wheel would take.
+    source = shutil.copytree(REPO_ROOT, root / "source", ignore=shutil.ignore_patterns(*UNTRACKED))
     build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", root / "dist"]
-    subprocess.run([*map(str, build), str(REPO_ROOT)], check=True)
+    subprocess.run([*map(str, build), str(source)], check=True)
     (wheel,) = (root / "dist").glob("dfd_detector-*.whl")
 
     venv = root / "venv"
