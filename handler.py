@@ -66,7 +66,8 @@ class EndpointHandler:
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
         self.inference = sys.modules[get_class_from_dynamic_module("inference.VideoScorer", path).__module__]
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.scorer = self.inference.VideoScorer(model, processor, device=device, dtype=self.inference.default_dtype(device))
+        dtype = self.inference.default_dtype(device)
+        self.scorer = self.inference.VideoScorer(model, processor, device=device, dtype=dtype)
 
     def __call__(self, data: dict) -> list[dict]:
         parameters = data.get("parameters") or {}

@@ -1,8 +1,8 @@
 """Score whole videos with a DFD detector: time windows tiling each video, one decoding pass, batched forward passes.
 
-Shared by `dfd predict` and the Inference Endpoints handler (handler.py). Like the files the Hub loads, it imports its
-siblings relatively (the decoder, decoding_dfd.py), so it runs the same from the installed package and from an
-exported model folder, where the handler loads it through transformers' custom-code loader.
+Shared by `dfd predict`, the web page (`dfd serve`) and the Endpoints handler (handler.py). Like the Hub files, it
+imports its siblings relatively (the decoder, decoding_dfd.py), so it runs the same from the installed package and
+from an exported model folder, where the handler loads it through transformers' custom-code loader.
 """
 
 import functools
@@ -120,7 +120,7 @@ class _PreparedVideo:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it (as the model was trained), fp32 elsewhere: bf16 on a CPU is several times slower."""
+    """bf16 on GPUs that support it (as the model was trained), fp32 elsewhere (bf16 is slow on most CPUs)."""
     return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
 
 
@@ -205,8 +205,8 @@ class VideoScorer:
     def predict(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
-        a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the handler
-        checks the duration) does not have the file demuxed again.
+        a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the
+        handler checks the duration) does not have the file demuxed again.
         """
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
             waiting, waiting_windows = [], 0

@@ -77,7 +77,8 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
         "from handler import EndpointHandler\n"
         "print(json.dumps(EndpointHandler(sys.argv[1])({'inputs': sys.stdin.read()})))\n"
     )
-    answer = run(wheel_python, "-c", endpoint, export, cwd=tmp_path, input=base64.b64encode(video.read_bytes()).decode())
+    request = base64.b64encode(video.read_bytes()).decode()
+    answer = run(wheel_python, "-c", endpoint, export, cwd=tmp_path, input=request)
     assert answer.returncode == 0, answer.stderr
     scores = {entry["label"]: entry["score"] for entry in json.loads(answer.stdout)}
     assert scores["fake"] == pytest.approx(record["fake_probability"], abs=1e-5)
