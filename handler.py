@@ -18,7 +18,8 @@ window's first and last frame.
 
 Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_BYTES` bytes (default 100 MB) or
 `DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_WINDOWS` windows (default 32, as every
-window's frames are held in memory), read from the environment or given to the constructor.
+window's frames are held in memory), read from the environment or given to the constructor (`inference.Limits`, which
+the web page applies too).
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
@@ -39,9 +40,6 @@ from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 
-DEFAULT_MAX_INPUT_BYTES = 100_000_000
-DEFAULT_MAX_DURATION_SECONDS = 600.0
-DEFAULT_MAX_WINDOWS = 32
 LOCAL_PATHS_REFUSED = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
 
 
@@ -54,17 +52,15 @@ class EndpointHandler:
         max_windows: int | None = None,
         allow_local_paths: bool | None = None,
     ):
-        environ = os.environ.get
-        self.max_input_bytes = int(max_input_bytes or environ("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
-        self.max_duration = float(max_duration or environ("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
-        self.max_windows = int(max_windows or environ("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS))
         if allow_local_paths is None:
-            allow_local_paths = environ("DFD_ALLOW_LOCAL_PATHS") == "1"
+            allow_local_paths = os.environ.get("DFD_ALLOW_LOCAL_PATHS") == "1"
         self.allow_local_paths = allow_local_paths
         path = path or str(Path(__file__).resolve().parent)
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
         self.inference = sys.modules[get_class_from_dynamic_module("inference.VideoScorer", path).__module__]
+        given = {"max_input_bytes": max_input_bytes, "max_duration": max_duration, "max_windows": max_windows}
+        self.limits = self.inference.Limits(**{name: value for name, value in given.items() if value})
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = self.inference.default_dtype(device)
         self.scorer = self.inference.VideoScorer(model, processor, device=device, dtype=dtype)
@@ -76,8 +72,10 @@ class EndpointHandler:
         top_k = int(parameters.get("top_k", len(self.scorer.labels)))
         if num_windows < 1 or top_k < 1:
             raise ValueError(f"parameters 'windows' and 'top_k' must be at least 1, got {parameters}")
-        if num_windows > self.max_windows:
-            raise ValueError(f"'windows' is {num_windows}, above the limit of {self.max_windows} (DFD_MAX_WINDOWS)")
+        if num_windows > self.limits.max_windows:
+            raise ValueError(
+                f"'windows' is {num_windows}, above the limit of {self.limits.max_windows} (DFD_MAX_WINDOWS)"
+            )
         if "inputs" not in data:
             raise ValueError("the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)")
 
@@ -86,11 +84,7 @@ class EndpointHandler:
                 info = self.inference.probe_video(path)
             except self.inference.VideoDecodeError as error:  # its reason, not the temporary file's name
                 raise ValueError(f"cannot read the video: {error.reason}") from None
-            if info.duration is not None and info.duration > self.max_duration:
-                raise ValueError(
-                    f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
-                    "(DFD_MAX_DURATION_SECONDS)"
-                )
+            self.limits.check_duration(info)
             (prediction,) = self.scorer.predict([info], num_windows)  # probed once: the scorer reuses `info`
         if isinstance(prediction, self.inference.VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
@@ -105,23 +99,17 @@ class EndpointHandler:
                 ]
         return results
 
-    def _check_size(self, size: int):
-        if size > self.max_input_bytes:
-            raise ValueError(
-                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
-            )
-
     @contextmanager
     def _video_file(self, inputs):
         """A local file holding the video, whichever way it was sent; temporary copies are deleted afterwards."""
         if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
             with tempfile.NamedTemporaryFile(suffix=".video") as file:
-                self.inference.fetch(inputs, file, self._check_size)
+                self.inference.fetch(inputs, file, self.limits.check_size)
                 yield file.name
             return
         may_be_path = isinstance(inputs, str) and len(inputs) < 4096  # a base64 video is longer
         if may_be_path and self.allow_local_paths and os.path.isfile(inputs):
-            self._check_size(os.path.getsize(inputs))
+            self.limits.check_size(os.path.getsize(inputs))
             yield inputs
             return
         if may_be_path and not self.allow_local_paths and inputs.startswith("/"):
@@ -130,7 +118,7 @@ class EndpointHandler:
             raise ValueError(f"'inputs' is a path: {LOCAL_PATHS_REFUSED}")
         if isinstance(inputs, str):
             encoded = inputs.split(",", 1)[1] if inputs.startswith("data:") else inputs  # data:video/mp4;base64,...
-            self._check_size(len(encoded) * 3 // 4)  # before decoding, so an oversized request costs no memory
+            self.limits.check_size(len(encoded) * 3 // 4)  # before decoding, so an oversized request costs no memory
             try:
                 inputs = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
@@ -143,7 +131,7 @@ class EndpointHandler:
                 ) from None
         if not isinstance(inputs, (bytes, bytearray)):
             raise ValueError(f"'inputs' must be a string or bytes, got {type(inputs).__name__}")
-        self._check_size(len(inputs))
+        self.limits.check_size(len(inputs))
         with tempfile.NamedTemporaryFile(suffix=".video") as file:
             file.write(inputs)
             file.flush()

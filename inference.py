@@ -9,13 +9,14 @@ import functools
 import http.client
 import itertools
 import math
+import os
 import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -138,6 +139,39 @@ def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -
 
 
 DOWNLOAD_TIMEOUT_SECONDS = 30
+DEFAULT_MAX_INPUT_BYTES = 100_000_000
+DEFAULT_MAX_DURATION_SECONDS = 600.0
+DEFAULT_MAX_WINDOWS = 32
+
+
+def _environment(name: str, default, kind):
+    return field(default_factory=lambda: kind(os.environ.get(name, default)))
+
+
+@dataclass
+class Limits:
+    """
+    What one request may ask of a server (the Endpoints handler, the web page): a video's bytes and seconds, and how
+    many windows (every window's frames are held in memory). Defaults come from DFD_MAX_INPUT_BYTES,
+    DFD_MAX_DURATION_SECONDS and DFD_MAX_WINDOWS; a ValueError names the limit a video passes.
+    """
+
+    max_input_bytes: int = _environment("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, int)
+    max_duration: float = _environment("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS, float)
+    max_windows: int = _environment("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS, int)
+
+    def check_size(self, size: int):
+        if size > self.max_input_bytes:
+            raise ValueError(
+                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
+            )
+
+    def check_duration(self, info: VideoInfo):
+        if info.duration is not None and info.duration > self.max_duration:
+            raise ValueError(
+                f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
+                "(DFD_MAX_DURATION_SECONDS)"
+            )
 
 
 def fetch(url: str, file, check_size) -> None:

@@ -20,8 +20,7 @@ import torch
 from PIL import Image
 
 from ..decoding_dfd import VideoDecodeError, VideoInfo, probe_video, read_video
-from ..handler import DEFAULT_MAX_DURATION_SECONDS, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_WINDOWS
-from ..inference import VideoError, VideoPrediction, VideoScorer, default_dtype, fetch, window_frame_indices
+from ..inference import Limits, VideoError, VideoPrediction, VideoScorer, default_dtype, fetch, window_frame_indices
 from .files import write_json
 from .loading import load_detector
 from .plots import write_plot
@@ -31,32 +30,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 DEFAULT_WINDOWS = 4
 FRAME_THUMBNAIL_SIZE = 512
-
-
-@dataclass
-class Limits:
-    """What one video may be: the endpoint handler's limits, read from the same environment variables."""
-
-    max_input_bytes: int = field(
-        default_factory=lambda: int(os.environ.get("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES))
-    )
-    max_duration: float = field(
-        default_factory=lambda: float(os.environ.get("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS))
-    )
-    max_windows: int = field(default_factory=lambda: int(os.environ.get("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS)))
-
-    def check_size(self, size: int):
-        if size > self.max_input_bytes:
-            raise ValueError(
-                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
-            )
-
-    def check_duration(self, info: VideoInfo):
-        if info.duration is not None and info.duration > self.max_duration:
-            raise ValueError(
-                f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
-                "(DFD_MAX_DURATION_SECONDS)"
-            )
 
 
 def download_video(url: str, path: Path, limits: Limits) -> Path:
