@@ -19,8 +19,10 @@ from torch.utils.checkpoint import checkpoint
 from transformers import CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.models.clip.modeling_clip import CLIPEncoderLayer, CLIPVisionEmbeddings
+from transformers.models.clip.modeling_clip import CLIPAttention, CLIPEncoderLayer, CLIPVisionEmbeddings
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dfd import DFDConfig
 
@@ -36,14 +38,20 @@ class DFDModelOutput(ModelOutput):
         pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
             Mean of `frame_embeds` over time: the video feature the classifier reads.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
-            Tokens after the embeddings and after each block, each `(batch_size * num_frames, 1 + num_patches,
-            hidden_size)`.
+            Tokens after the embeddings (CLIP's pre-layernorm) and after each block: `num_hidden_layers + 1` tensors of
+            shape `(batch_size * num_frames, 1 + num_patches, hidden_size)`, frames of a video consecutive.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention weights of each block after the softmax: `num_hidden_layers` tensors of shape
+            `(batch_size * num_frames, num_attention_heads, 1 + num_patches, 1 + num_patches)`. Attention is within a
+            frame; the adapters in front of the blocks mix frames. Only the eager attention computes them: load with
+            `attn_implementation="eager"`.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     frame_embeds: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class DFDZeroInitLinear(nn.Linear):
@@ -120,15 +128,17 @@ class DFDEncoder(nn.Module):
         backbone_frozen = not self.layers[0].self_attn.q_proj.weight.requires_grad
         return self.first_adapter_layer if backbone_frozen else 0
 
-    def forward(self, hidden_states, num_frames, grid_size, output_hidden_states=False, **kwargs):
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        frozen_prefix_length = self.frozen_prefix_length()
+    def forward(self, hidden_states, num_frames, grid_size, no_grad_blocks=0, **kwargs):
+        """Runs the first `no_grad_blocks` blocks without autograd (the frozen prefix, see `DFDModel.forward`)."""
         for index, layer in enumerate(self.layers):
-            with torch.no_grad() if index < frozen_prefix_length else nullcontext():
+            # Reentrant checkpointing backpropagates into a block only through inputs that require grad: tokens
+            # that come out of no_grad (the frozen embeddings and prefix) would leave the adapters without gradients.
+            needs_input_grad = layer.gradient_checkpointing and layer.training and torch.is_grad_enabled()
+            if index >= no_grad_blocks and needs_input_grad and not hidden_states.requires_grad:
+                hidden_states = hidden_states.requires_grad_()
+            with torch.no_grad() if index < no_grad_blocks else nullcontext():
                 hidden_states = layer(hidden_states, None, num_frames=num_frames, grid_size=grid_size, **kwargs)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-        return hidden_states, all_hidden_states
+        return hidden_states
 
 
 class DFDPreTrainedModel(PreTrainedModel):
@@ -143,6 +153,7 @@ class DFDPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": DFDEncoderLayer, "attentions": CLIPAttention}
 
     def _init_weights(self, module):
         """Random init for new weights; called per parameter-owning module, also when loading from the meta device."""
@@ -161,11 +172,23 @@ class DFDPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        # Loading replaces every parameter with a new, trainable one: freeze the backbone again.
-        model = super().from_pretrained(*args, **kwargs)
+        # Loading replaces every parameter with a new, trainable one: freeze the backbone again. With
+        # `output_loading_info=True` transformers returns `(model, loading_info)`.
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
         if model.config.freeze_backbone:
             model.freeze_backbone()
-        return model
+        return loaded
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs):
+        """
+        CLIP's blocks read the attention backend from `config.vision_config`, which has no sub-model of its own:
+        it follows this model's choice, checked once, instead of being set unchecked by transformers (with a warning).
+        """
+        if isinstance(attn_implementation, str):
+            self.config.vision_config._attn_implementation_internal = attn_implementation
+        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        self.config.vision_config._attn_implementation_internal = self.config._attn_implementation
 
     def freeze_backbone(self):
         """Freeze every CLIP weight; the adapters and the classifier stay trainable."""
@@ -197,7 +220,6 @@ class DFDPreTrainedModel(PreTrainedModel):
         if any(not 0 <= index < len(encoder.layers) for index in layers):
             raise ValueError(f"layers must lie in [0, {len(encoder.layers)}), got {sorted(layers)}")
         # The GradientCheckpointingLayer switches that `gradient_checkpointing_enable` sets, here set per block.
-        # Non-reentrant checkpointing passes gradients to the adapters even though the frozen blocks' inputs need none.
         checkpoint_function = partial(checkpoint, use_reentrant=False)
         for index, layer in enumerate(encoder.layers):
             layer._gradient_checkpointing_func = checkpoint_function
@@ -236,25 +258,40 @@ class DFDModel(DFDPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embedding
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.FloatTensor,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> DFDModelOutput | tuple:
+    ) -> DFDModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
             Frames as produced by `DFDVideoProcessor`. Any number of frames >= 1.
         interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
             Interpolate the position embeddings on each call, for frames whose size differs from
             `config.image_size`.
-        """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, output_attentions, return_dict (`bool`, *optional*):
+            As everywhere in transformers; see `DFDModelOutput` for the shapes.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from transformers import AutoModel, AutoVideoProcessor
+
+        >>> repo = "Arko007/deepfake-detector-dfd-sota"
+        >>> processor = AutoVideoProcessor.from_pretrained(repo, trust_remote_code=True)
+        >>> model = AutoModel.from_pretrained(repo, trust_remote_code=True, attn_implementation="eager").dfd
+
+        >>> inputs = processor("video.mp4", return_tensors="pt")
+        >>> with torch.no_grad():
+        ...     outputs = model(**inputs, output_attentions=True)
+        >>> outputs.pooler_output.shape  # one feature per video
+        torch.Size([1, 1024])
+        >>> len(outputs.attentions), outputs.attentions[0].shape  # per block: (videos * frames, heads, tokens, tokens)
+        (24, torch.Size([12, 16, 730, 730]))
+        ```"""
         if pixel_values.ndim != 5:
             raise ValueError(
                 f"pixel_values must be (batch, frames, channels, height, width), got shape {tuple(pixel_values.shape)}"
@@ -264,21 +301,21 @@ class DFDModel(DFDPreTrainedModel):
         grid_size = (height // patch_size, width // patch_size)
 
         frames = pixel_values.reshape(batch_size * num_frames, num_channels, height, width)
+        # The frozen embeddings and the frozen blocks in front of the first adapter build no autograd graph, unless the
+        # input itself needs a gradient (saliency maps, adversarial examples): then everything runs with autograd.
         backbone_frozen = not self.embeddings.patch_embedding.weight.requires_grad
-        with torch.no_grad() if backbone_frozen else nullcontext():
+        frozen_prefix = backbone_frozen and not pixel_values.requires_grad
+        with torch.no_grad() if frozen_prefix else nullcontext():
             hidden_states = self.embeddings(frames, interpolate_pos_encoding=interpolate_pos_encoding)
             hidden_states = self.pre_layrnorm(hidden_states)
-        hidden_states, all_hidden_states = self.encoder(
-            hidden_states, num_frames, grid_size, output_hidden_states=output_hidden_states, **kwargs
-        )
+        no_grad_blocks = self.encoder.frozen_prefix_length() if frozen_prefix else 0
+        hidden_states = self.encoder(hidden_states, num_frames, grid_size, no_grad_blocks, **kwargs)
         frame_embeds = self.post_layernorm(hidden_states[:, 0]).view(batch_size, num_frames, -1)
-        output = DFDModelOutput(
+        return DFDModelOutput(
             last_hidden_state=hidden_states.view(batch_size, num_frames, *hidden_states.shape[1:]),
             frame_embeds=frame_embeds,
             pooler_output=frame_embeds.mean(dim=1),
-            hidden_states=all_hidden_states,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class DFDForVideoClassification(DFDPreTrainedModel):
@@ -292,31 +329,44 @@ class DFDForVideoClassification(DFDPreTrainedModel):
         self.classifier = nn.Linear(config.vision_config.hidden_size, config.num_labels)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.FloatTensor,
         labels: torch.LongTensor | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> ImageClassifierOutput | tuple:
+    ) -> ImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            0 = real, 1 = fake. When given, the cross-entropy loss is returned.
-        """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.dfd(
-            pixel_values,
-            output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True,
-            **kwargs,
-        )
+            0 = real, 1 = fake. When given, the cross-entropy loss is returned (`self.loss_function`).
+
+        `hidden_states` and `attentions` (with `output_hidden_states` / `output_attentions`) are `DFDModel`'s.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+        >>> repo = "Arko007/deepfake-detector-dfd-sota"
+        >>> processor = AutoVideoProcessor.from_pretrained(repo, trust_remote_code=True)
+        >>> model = AutoModelForVideoClassification.from_pretrained(repo, trust_remote_code=True)
+
+        >>> inputs = processor("video.mp4", return_tensors="pt")  # 12 evenly spaced frames at 384x384
+        >>> with torch.no_grad():
+        ...     logits = model(**inputs).logits
+        >>> model.config.id2label[logits.argmax(-1).item()]
+        'real'
+        ```"""
+        outputs = self.dfd(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels.to(logits.device))
-        output = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
-        return output if return_dict else output.to_tuple()
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits.float(), self.config)
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
     @classmethod
     def from_clip(cls, pretrained_model_name_or_path, **config_overrides) -> "DFDForVideoClassification":
