@@ -300,3 +300,169 @@ class VideoScorer:
             duration=_seconds(video.duration),
             windows=windows,
         )
+
+
+FLAG_THRESHOLD = 0.5
+
+
+def flagged_windows(prediction: VideoPrediction) -> list[int]:
+    """The windows a reviewer should look at: those whose fake probability reaches the threshold."""
+    return [index for index, window in enumerate(prediction.windows) if window.scores[FAKE_LABEL] >= FLAG_THRESHOLD]
+
+
+def most_suspicious(prediction: VideoPrediction) -> list[int]:
+    return [prediction.most_suspicious_window]
+
+
+@dataclass
+class WindowExplanation:
+    """
+    Where one window's fake evidence lies. `heatmaps[t, i, j]` is the share of the window's evidence for "fake" that
+    patch (i, j) of frame t carries (non-negative, summing to 1 over the window, or all zero when nothing in the
+    window points to fake), on the model's patch grid; `frames` are the very pixels the model saw.
+    """
+
+    window: int
+    timestamps: list[float | None]
+    fake_probability: float
+    frames: np.ndarray  # (num_frames, height, width, 3) uint8
+    heatmaps: np.ndarray  # (num_frames, grid_height, grid_width) float32
+
+    @property
+    def frame_shares(self) -> np.ndarray:
+        """Each frame's share of the window's fake evidence: which frames drove the score."""
+        return self.heatmaps.sum(axis=(1, 2))
+
+
+@dataclass
+class VideoExplanation:
+    prediction: VideoPrediction
+    windows: list[WindowExplanation]
+
+
+EXPLANATION_METHODS = ("integrated_gradients", "gradient_x_input", "attention_rollout")
+
+
+class VideoExplainer:
+    """
+    Shows which frames and regions drove a video's fake score, window by window, for the windows `choose` picks
+    (default: the flagged ones). Videos are decoded, prepared and scored by `scorer`, as for a plain prediction.
+
+    Methods (benchmarks/bench_explain.py measures how faithful each is and what it costs):
+    - `integrated_gradients` (default): gradients of the fake log-odds with respect to `pixel_values`, averaged along
+      the straight path from a blank video (the processor's mean colour) to the video, times the difference; summed
+      over each patch's pixels and channels, keeping what points to fake. Costs `steps` forward and backward passes.
+    - `gradient_x_input`: the same with one gradient at the video itself (one pass; gradients saturate where the
+      model is sure).
+    - `attention_rollout`: the CLS token's attention propagated back through the blocks (each averaged over heads,
+      half kept as the residual path) and through each adapter's spatiotemporal neighbourhood; class-agnostic.
+    """
+
+    def __init__(self, scorer: VideoScorer, method: str = EXPLANATION_METHODS[0], steps: int = 16, choose=None):
+        if method not in EXPLANATION_METHODS:
+            raise ValueError(f"method must be one of {', '.join(EXPLANATION_METHODS)}, got {method!r}")
+        self.scorer = scorer
+        self.method = method
+        self.steps = steps
+        self.choose = choose or flagged_windows
+        self.mean = torch.tensor(scorer.processor.image_mean).view(3, 1, 1)
+        self.std = torch.tensor(scorer.processor.image_std).view(3, 1, 1)
+
+    def explain(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoExplanation | VideoError]:
+        """A `VideoExplanation` (or the `VideoError`) per video, in order; videos as `VideoScorer.predict` takes."""
+        for video in videos:
+            prepared = self.scorer._prepare(video, num_windows)
+            if isinstance(prepared, VideoError):
+                yield prepared
+                continue
+            prediction = next(self.scorer._score([prepared]))
+            windows = []
+            for window in self.choose(prediction):
+                pixel_values = prepared.pixel_values[window]
+                windows.append(
+                    WindowExplanation(
+                        window=window,
+                        timestamps=prediction.windows[window].timestamps,
+                        fake_probability=prediction.windows[window].scores[FAKE_LABEL],
+                        frames=self._frames(pixel_values),
+                        heatmaps=self.heatmaps(pixel_values[None])[0].numpy(),
+                    )
+                )
+            yield VideoExplanation(prediction, windows)
+
+    def heatmaps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, grid_height, grid_width) evidence shares of a batch of windows' `pixel_values`."""
+        if self.method == "attention_rollout":
+            evidence = self._attention_rollout(pixel_values)
+        else:
+            evidence = self._attributions(pixel_values).clamp(min=0)
+        total = evidence.sum(dim=(1, 2, 3), keepdim=True)
+        return torch.where(total > 0, evidence / total.clamp(min=1e-30), torch.zeros_like(evidence)).float()
+
+    def _fake_log_odds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        model, device = self.scorer.model, self.scorer.device
+        mixed_precision = self.scorer.dtype != torch.float32
+        with torch.autocast(device.type, dtype=self.scorer.dtype) if mixed_precision else nullcontext():
+            logits = model(pixel_values=pixel_values).logits.float()
+        fake = self.scorer.labels.index(FAKE_LABEL)
+        others = torch.cat([logits[:, :fake], logits[:, fake + 1 :]], dim=1)
+        return logits[:, fake] - others.logsumexp(dim=1)
+
+    def _attributions(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Signed attribution of every patch (batch, frames, h, w) to the fake log-odds."""
+        pixel_values = pixel_values.to(self.scorer.device, torch.float32)
+        baseline = torch.zeros_like(pixel_values)  # normalised zero: the processor's mean colour
+        alphas = [1.0] if self.method == "gradient_x_input" else [(step + 0.5) / self.steps for step in range(self.steps)]
+        gradients = torch.zeros_like(pixel_values)
+        for alpha in alphas:
+            path_point = (baseline + alpha * (pixel_values - baseline)).requires_grad_()
+            (gradient,) = torch.autograd.grad(self._fake_log_odds(path_point).sum(), path_point)
+            gradients += gradient / len(alphas)
+        attribution = (gradients * (pixel_values - baseline)).sum(dim=2)  # (batch, frames, H, W)
+        return self._per_patch(attribution).cpu()
+
+    def _per_patch(self, pixel_map: torch.Tensor) -> torch.Tensor:
+        patch = self.scorer.model.config.vision_config.patch_size
+        batch, frames, height, width = pixel_map.shape
+        grid_height, grid_width = height // patch, width // patch
+        pixel_map = pixel_map[..., : grid_height * patch, : grid_width * patch]
+        return pixel_map.reshape(batch, frames, grid_height, patch, grid_width, patch).sum(dim=(3, 5))
+
+    @torch.no_grad()
+    def _attention_rollout(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        model = self.scorer.model
+        implementation = model.config._attn_implementation
+        model.set_attn_implementation("eager")  # only the eager attention returns its weights
+        try:
+            outputs = model(pixel_values=pixel_values.to(self.scorer.device), output_attentions=True)
+        finally:
+            model.set_attn_implementation(implementation)
+        batch, frames, _, height, width = pixel_values.shape
+        patch = model.config.vision_config.patch_size
+        grid = (height // patch, width // patch)
+        layers = model.base_model.encoder.layers
+        # Relevance of every token, starting at the CLS tokens that the video feature averages.
+        relevance = torch.zeros(batch * frames, outputs.attentions[0].shape[-1], device=self.scorer.device)
+        relevance[:, 0] = 1 / frames
+        for layer, attention in zip(reversed(layers), reversed(outputs.attentions)):
+            attention = 0.5 * attention.float().mean(dim=1) + 0.5 * torch.eye(attention.shape[-1], device=attention.device)
+            relevance = torch.einsum("bi,bij->bj", relevance, attention / attention.sum(-1, keepdim=True))
+            if layer.adapter is not None:
+                relevance = self._through_adapter(relevance, layer.adapter, frames, grid)
+        return relevance[:, 1:].reshape(batch, frames, *grid).cpu()
+
+    @staticmethod
+    def _through_adapter(relevance, adapter, frames, grid):
+        """Half the patch relevance stays (the residual), half spreads evenly over the adapter's conv neighbourhood."""
+        kernel = adapter.conv.kernel_size
+        patches = relevance[:, 1:].reshape(-1, 1, frames, *grid)
+        spread = torch.nn.functional.avg_pool3d(
+            patches, kernel, stride=1, padding=tuple(size // 2 for size in kernel), count_include_pad=False
+        )
+        mixed = relevance.clone()
+        mixed[:, 1:] = (0.5 * patches + 0.5 * spread).reshape(len(relevance), -1)
+        return mixed
+
+    def _frames(self, pixel_values: torch.Tensor) -> np.ndarray:
+        frames = (pixel_values.float() * self.std + self.mean).clamp(0, 1).mul(255).round().to(torch.uint8)
+        return frames.permute(0, 2, 3, 1).numpy()

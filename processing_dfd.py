@@ -17,14 +17,38 @@ from transformers.video_utils import VideoMetadata
 from .decoding_dfd import decode_video, is_frame_list, sample_frame_indices
 
 
+def _is_frame_array_list(video) -> bool:
+    """A list of (H, W, C) or (C, H, W) numpy arrays or torch tensors: one video, one array per frame."""
+    return (
+        isinstance(video, (list, tuple))
+        and len(video) > 0
+        and all(isinstance(frame, (np.ndarray, torch.Tensor)) and frame.ndim == 3 for frame in video)
+    )
+
+
+def _stack_frames(video):
+    """A list of frame arrays as one (T, ...) array, so that it is decoded (and its shape reported) as one video."""
+    if not _is_frame_array_list(video):
+        return video
+    shapes = {tuple(frame.shape) for frame in video}
+    if len(shapes) > 1:
+        raise ValueError(f"The frames of a video must all have one shape; got {sorted(shapes)}.")
+    if all(isinstance(frame, torch.Tensor) for frame in video):
+        return torch.stack(list(video))
+    return np.stack([frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else frame for frame in video])
+
+
 def _split_batch(videos) -> list:
-    """One video or a batch of them -> a list of videos; a list of PIL images is one video, any other list a batch."""
-    if isinstance(videos, (str, os.PathLike)) or is_frame_list(videos):
-        return [videos]
+    """
+    One video or a batch of them -> a list of videos. A list of PIL images or of frame arrays is one video (as in
+    transformers' `make_batched_videos`), any other list a batch.
+    """
+    if isinstance(videos, (str, os.PathLike)) or is_frame_list(videos) or _is_frame_array_list(videos):
+        return [_stack_frames(videos)]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         return list(videos) if videos.ndim == 5 else [videos]
     if isinstance(videos, (list, tuple)) and videos:
-        return list(videos)
+        return [_stack_frames(video) for video in videos]
     raise TypeError(f"Expected a video or a non-empty list of videos, got {type(videos).__name__}.")
 
 
