@@ -160,3 +160,20 @@ def frame_statistics(clips: np.ndarray) -> dict[str, float]:
         "contrast": float(clips.std(axis=(2, 3, 4)).mean()),
         "frame_to_frame_change": float(np.abs(np.diff(clips, axis=1)).mean()),
     }
+
+
+def manipulated_region_clip(
+    rng: np.random.Generator, settings: TextureSettings = TextureSettings(), region_size: int = 16, cell: int = 8
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """
+    A fake whose manipulated region is known: a real (panning) texture clip whose pixels flicker, brighter and darker
+    in turn from frame to frame, inside one `region_size` square at a random place on a grid of `cell` pixels (a
+    model's patch grid), and nowhere else. Returns the uint8 clip and the region as (top, left, size) in pixels, to
+    check that an explanation points at it.
+    """
+    frames = texture_clip(rng, fake=False, settings=settings).astype(np.int16)
+    top, left = rng.integers(0, (settings.size - region_size) // cell + 1, 2) * cell
+    sign = rng.choice([-1, 1])
+    for index in range(len(frames)):
+        frames[index, top : top + region_size, left : left + region_size] += sign * (60 if index % 2 else -60)
+    return np.clip(frames, 0, 255).astype(np.uint8), (int(top), int(left), region_size)
