@@ -3,7 +3,8 @@
     dfd serve --model Arko007/deepfake-detector-dfd-sota --port 7860
 
 Per video the page shows the verdict (the scorer's label) and the fake score, the timeline of window scores with the
-most suspicious window shaded, that window's frames, and its JSON report (`dfd predict --format json`'s record).
+most suspicious window shaded, that window's frames, where its fake evidence lies when it is flagged (`dfd predict
+--explain`'s picture), and its JSON report (`dfd predict --format json`'s record).
 Videos are scored by `VideoScorer`, as by `dfd predict` and the endpoint, under the endpoint handler's limits on size,
 duration and windows (the same `DFD_MAX_*` variables). Gradio is an optional extra: `pip install "dfd-detector[app]"`.
 """
@@ -20,10 +21,20 @@ import torch
 from PIL import Image
 
 from ..decoding_dfd import VideoDecodeError, VideoInfo, probe_video, read_video
-from ..inference import Limits, VideoError, VideoPrediction, VideoScorer, default_dtype, fetch, window_frame_indices
+from ..inference import (
+    Limits,
+    VideoError,
+    VideoExplainer,
+    VideoPrediction,
+    VideoScorer,
+    default_dtype,
+    fetch,
+    flagged_windows,
+    window_frame_indices,
+)
 from .files import write_json
 from .loading import load_detector
-from .plots import write_plot
+from .plots import write_explanation, write_plot
 
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: the app never phones home
@@ -52,6 +63,7 @@ class VideoResult:
     record: dict | None = None
     timeline: str | None = None
     frames: list[tuple[str, str]] = field(default_factory=list)  # (image path, caption)
+    explanation: str | None = None  # PNG of where the most suspicious window's fake evidence lies, when flagged
     report: str | None = None
 
     @property
@@ -79,6 +91,7 @@ class VideoAnalyzer:
 
     def __init__(self, scorer: VideoScorer, limits: Limits | None = None, work_dir: str | None = None):
         self.scorer = scorer
+        self.explainer = VideoExplainer(scorer, choose=flagged_most_suspicious)
         self.limits = limits or Limits()
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="dfd-app-"))
 
@@ -146,6 +159,18 @@ class VideoAnalyzer:
             result.frames = self._suspicious_frames(info, prediction, num_windows, folder)
         except VideoDecodeError as error:  # the file changed or broke between scoring and now
             result.error = f"its frames cannot be shown: {error.reason}"
+        if flagged_most_suspicious(prediction):
+            self._explain(result, info, num_windows, folder)
+
+    def _explain(self, result: VideoResult, info: VideoInfo, num_windows: int, folder: Path):
+        explanation = next(self.explainer.explain([info], num_windows))
+        if isinstance(explanation, VideoError):  # the file changed or broke between scoring and now
+            result.error = f"it cannot be explained: {explanation.reason}"
+            return
+        (window,) = explanation.windows
+        path = folder / "explanation.png"
+        write_explanation(result.name, window, path, self.explainer.method.replace("_", " "))
+        result.explanation = str(path)
 
     def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, num_windows: int, folder: Path):
         """The most suspicious window's frames (the very frames the model saw, before resizing), as JPEG thumbnails."""
@@ -161,6 +186,11 @@ class VideoAnalyzer:
             caption = f"frame {int(decoded.indices[position])}" + ("" if time is None else f" at {time:.2f} s")
             frames.append((str(path), caption))
         return frames
+
+
+def flagged_most_suspicious(prediction: VideoPrediction) -> list[int]:
+    """The most suspicious window, if it is flagged: the one the page explains."""
+    return [window for window in flagged_windows(prediction) if window == prediction.most_suspicious_window]
 
 
 def load_scorer(model: str, device: str | None = None) -> VideoScorer:
@@ -232,6 +262,12 @@ def build_app(analyzer: VideoAnalyzer, default_windows: int = DEFAULT_WINDOWS, t
                     if result.record is None:
                         continue
                     gr.Image(result.timeline, label="Fake probability over time", elem_classes="dfd-timeline")
+                    if result.explanation:
+                        gr.Image(
+                            result.explanation,
+                            label="Where the fake evidence lies in the most suspicious window (red, outlined)",
+                            elem_classes="dfd-explanation",
+                        )
                     if result.frames:
                         gr.Gallery(
                             result.frames,

@@ -11,10 +11,10 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ...inference import VideoError, VideoScorer, default_dtype
+from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype, flagged_windows
 from ..files import write_atomically
 from ..loading import load_detector
-from ..plots import write_plot
+from ..plots import write_explanation, write_plot
 from .common import CommandError, UsageError, positive_int
 from .formats import FORMATTERS
 
@@ -100,9 +100,22 @@ def load_scorer(args, device: torch.device) -> VideoScorer:
     return VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
 
 
+def write_explanations(explainer: VideoExplainer, path: str, num_windows: int, folder: Path, plot_name: str):
+    """`<stem>-window<N>.png` in `folder` for each flagged window of the video: its frames with the heatmap overlaid."""
+    explanation = next(explainer.explain([path], num_windows))
+    if isinstance(explanation, VideoError):  # the file changed or broke since it was scored
+        tqdm.write(f"error: {explanation.path}: cannot explain: {explanation.reason}", file=sys.stderr)
+        return
+    method = explainer.method.replace("_", " ")
+    for window in explanation.windows:
+        png = folder / f"{Path(plot_name).stem}-window{window.window + 1}.png"
+        write_explanation(Path(path).name, window, png, method)
+
+
 def score_share(state: PartialState, scorer: VideoScorer, videos: list[tuple[int, str]], args) -> dict[int, dict]:
     """This process's share of `videos` ((input index, path) pairs), scored: input index -> record. Writes the plots."""
-    plot_names = plot_file_names([path for _, path in videos]) if args.plot else None
+    plot_names = plot_file_names([path for _, path in videos]) if args.plot or args.explain else None
+    explainer = VideoExplainer(scorer) if args.explain else None
     scored = {}
     with state.split_between_processes(list(range(len(videos)))) as positions:
         progress = tqdm(
@@ -115,6 +128,8 @@ def score_share(state: PartialState, scorer: VideoScorer, videos: list[tuple[int
                 tqdm.write(f"error: {result}", file=sys.stderr)
             elif args.plot:
                 write_plot(record, Path(args.plot) / plot_names[position])
+            if explainer is not None and not isinstance(result, VideoError) and flagged_windows(result):
+                write_explanations(explainer, paths[position], args.windows, Path(args.explain), plot_names[position])
             scored[videos[position][0]] = record
             progress.update()
         progress.close()
@@ -211,6 +226,13 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
     )
     parser.add_argument("--output", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
     parser.add_argument("--plot", metavar="DIR", help="write a PNG of fake probability over time per video into DIR")
+    parser.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="for every flagged window (fake probability >= 0.5), write a PNG into DIR of its frames with the regions "
+        "that drove the fake score overlaid (integrated gradients: dozens of forward and backward passes per window, "
+        "see benchmarks/bench_explain.py)",
+    )
     parser.add_argument(
         "--num-workers", type=positive_int, default=2, help="threads decoding the next videos (default: 2)"
     )

@@ -1,0 +1,138 @@
+"""Explanations on a tiny detector trained here on synthetic fakes whose manipulated region is known: the heatmaps
+point at that region, `dfd predict --explain` writes one PNG per flagged window, and the web page shows the most
+suspicious window's. How faithful each method is, and what it costs, is measured by benchmarks/bench_explain.py."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO_ROOT, write_video
+from dfd.inference import EXPLANATION_METHODS, VideoExplainer, VideoScorer, flagged_windows
+from dfd.tools.export import save_detector
+from dfd.tools.synthetic_videos import TextureSettings, manipulated_region_clip, texture_clip
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from bench_explain import (  # noqa: E402  (the benchmark's recipe and measure, checked here)
+    IMAGE_SIZE,
+    NUM_FRAMES,
+    REGION_SIZE,
+    SETTINGS,
+    region_share,
+    train_region_detector,
+    write_fakes,
+)
+
+PATCH = 8
+GRID = IMAGE_SIZE // PATCH
+UNIFORM_SHARE = (REGION_SIZE // PATCH) ** 2 / GRID**2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: a second thread only waits for the first, and badly so when other processes share the CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    torch.manual_seed(0)
+    return train_region_detector(tmp_path_factory.mktemp("region_detector"), steps=200)
+
+
+@pytest.fixture(scope="module")
+def scorer(detector):
+    return VideoScorer(*detector, num_workers=1)
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+    return write_fakes(tmp_path_factory.mktemp("fakes"), 6, seed=7)
+
+
+@pytest.fixture(scope="module")
+def long_fake(tmp_path_factory):
+    """A fake twice the model's frames long: two windows of its own frames, both manipulated."""
+    settings = TextureSettings(size=IMAGE_SIZE, num_frames=2 * NUM_FRAMES)
+    frames, _ = manipulated_region_clip(np.random.default_rng(13), settings, REGION_SIZE)
+    return write_video(tmp_path_factory.mktemp("long_fake") / "long_fake.mp4", frames, fps=8)
+
+
+@pytest.fixture(scope="module")
+def real_video(tmp_path_factory):
+    frames = texture_clip(np.random.default_rng(11), fake=False, settings=SETTINGS)
+    return write_video(tmp_path_factory.mktemp("real") / "real.mp4", frames, fps=8)
+
+
+def test_default_heatmaps_put_most_mass_inside_the_manipulated_region(scorer, fakes):
+    explainer = VideoExplainer(scorer)
+    assert explainer.method == "integrated_gradients"
+    predictions = list(scorer.predict([path for path, _ in fakes]))
+    shares = []
+    for (path, region), explanation, prediction in zip(fakes, explainer.explain([p for p, _ in fakes]), predictions):
+        assert explanation.prediction.scores == pytest.approx(prediction.scores, abs=1e-5)
+        (window,) = explanation.windows  # one window, and a fake flags it
+        assert window.window == 0 and window.fake_probability > 0.5
+        assert window.heatmaps.shape == (NUM_FRAMES, GRID, GRID)
+        assert (window.heatmaps >= 0).all() and window.heatmaps.sum() == pytest.approx(1, abs=1e-5)
+        assert window.frame_shares.shape == (NUM_FRAMES,) and window.frame_shares.sum() == pytest.approx(1, abs=1e-5)
+        assert window.timestamps == prediction.windows[0].timestamps
+        # The frames the model saw: the file's frames (lossless but for the yuv420p conversion).
+        assert window.frames.shape == (NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3) and window.frames.dtype == np.uint8
+        shares.append(region_share(window.heatmaps, region, PATCH))
+    assert min(shares) > 0.5, shares
+    assert np.mean(shares) > 4 * UNIFORM_SHARE, shares
+
+
+@pytest.mark.parametrize("method", EXPLANATION_METHODS)
+def test_every_method_gives_normalised_patch_heatmaps_for_every_window_asked_for(scorer, fakes, method):
+    explainer = VideoExplainer(scorer, method, steps=4, choose=lambda prediction: [1, 0])
+    (explanation,) = explainer.explain([fakes[0][0]], num_windows=2)
+    assert [window.window for window in explanation.windows] == [1, 0]
+    for window in explanation.windows:
+        assert window.heatmaps.shape == (NUM_FRAMES, GRID, GRID)
+        assert (window.heatmaps >= 0).all() and window.heatmaps.sum() == pytest.approx(1, abs=1e-5)
+        assert window.timestamps == explanation.prediction.windows[window.window].timestamps
+    with pytest.raises(ValueError, match="method must be one of"):
+        VideoExplainer(scorer, "saliency")
+
+
+def test_only_flagged_windows_are_explained_and_bad_videos_are_errors(scorer, long_fake, real_video, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    real, fake, error = VideoExplainer(scorer).explain([real_video, long_fake, broken], num_windows=2)
+    assert flagged_windows(real.prediction) == [] and real.windows == []
+    assert [window.window for window in fake.windows] == flagged_windows(fake.prediction) == [0, 1]
+    assert error.path == str(broken) and error.reason
+
+
+def test_predict_explain_writes_one_png_per_flagged_window(detector, long_fake, real_video, tmp_path):
+    model_dir = save_detector(*detector, tmp_path / "detector")
+    fake = long_fake
+    command = [sys.executable, "-m", "dfd.tools.cli", "predict", fake, real_video, "--model", model_dir]
+    command += ["--device", "cpu", "--windows", "2", "--explain", tmp_path / "explained", "--format", "json"]
+    result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == [
+        f"{fake.stem}-window1.png",
+        f"{fake.stem}-window2.png",
+    ]
+    with Image.open(tmp_path / "explained" / f"{fake.stem}-window1.png") as image:
+        assert image.format == "PNG" and image.width > 4 * IMAGE_SIZE and image.height > IMAGE_SIZE
+
+
+def test_web_page_explains_the_most_suspicious_window_of_a_flagged_video(scorer, long_fake, real_video, tmp_path):
+    from dfd.tools.app import VideoAnalyzer
+
+    inputs = [("fake.mp4", str(long_fake)), ("real.mp4", str(real_video))]
+    flagged, unflagged = VideoAnalyzer(scorer, work_dir=tmp_path).analyze(inputs, 2)
+    assert flagged.error is None and flagged.record["label"] == "fake"
+    with Image.open(flagged.explanation) as image:
+        assert image.format == "PNG"
+    assert unflagged.record["label"] == "real" and unflagged.explanation is None
