@@ -205,3 +205,24 @@ def test_gpu_suite_runs_with_the_tiny_config_without_av_datasets_or_an_install(t
     assert rows["adapters in last 1 of 4 blocks"]["saved_activations_gb"] < last_two["saved_activations_gb"]
     assert last_two["saved_activations_gb"] < no_checkpointing["saved_activations_gb"]
     assert all(row["step_s"] > 0 for row in train_step["rows"])
+
+
+def test_explain_benchmark_measures_every_method_and_the_cost(tmp_path):
+    result, stdout = run_script("bench_explain", tmp_path)
+    assert [row["method"] for row in result["rows"]] == [
+        "integrated_gradients",
+        "gradient_x_input",
+        "attention_rollout",
+        "random",
+    ]
+    assert all(0 <= row["region_share"] <= 1 and row["uniform_share"] == 4 / 36 for row in result["rows"])
+    assert result["timing"]["explain_vs_predict"] > 0 and result["timing"]["videos"] == 4
+    assert "### Faithfulness on 4 synthetic fakes" in stdout
+
+
+def test_frozen_prefix_benchmark_times_a_git_revision_beside_the_checkout(tmp_path):
+    result, stdout = run_script("bench_frozen_prefix", tmp_path, "--baseline", "HEAD")
+    assert [row["variant"] for row in result["rows"]] == ["current", "input needs grad", "baseline"]
+    assert all(row["step_ms"] > 0 for row in result["rows"])
+    assert result["goals"][0]["goal"] == "tiny: step time saved by the shortcut (x)"
+    assert "| tiny | blocks 2-3 | 1x2 | baseline |" in stdout
