@@ -124,7 +124,10 @@ class DFDEncoder(nn.Module):
         self.first_adapter_layer = min(adapter_layers, default=len(self.layers))
 
     def frozen_prefix_length(self) -> int:
-        """Blocks before the first adapter of a frozen backbone see no trainable input: they run without autograd."""
+        """
+        Blocks before the first adapter of a frozen backbone see no trainable input: they run without autograd, unless
+        the input needs a gradient.
+        """
         backbone_frozen = not self.layers[0].self_attn.q_proj.weight.requires_grad
         return self.first_adapter_layer if backbone_frozen else 0
 
@@ -187,8 +190,10 @@ class DFDPreTrainedModel(PreTrainedModel):
         """
         if isinstance(attn_implementation, str):
             self.config.vision_config._attn_implementation_internal = attn_implementation
-        super().set_attn_implementation(attn_implementation, *args, **kwargs)
-        self.config.vision_config._attn_implementation_internal = self.config._attn_implementation
+        try:
+            super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        finally:
+            self.config.vision_config._attn_implementation_internal = self.config._attn_implementation
 
     def freeze_backbone(self):
         """Freeze every CLIP weight; the adapters and the classifier stay trainable."""
