@@ -412,7 +412,8 @@ class VideoExplainer:
         """Signed attribution of every patch (batch, frames, h, w) to the fake log-odds."""
         pixel_values = pixel_values.to(self.scorer.device, torch.float32)
         baseline = torch.zeros_like(pixel_values)  # normalised zero: the processor's mean colour
-        alphas = [1.0] if self.method == "gradient_x_input" else [(step + 0.5) / self.steps for step in range(self.steps)]
+        steps = 1 if self.method == "gradient_x_input" else self.steps
+        alphas = [1.0] if steps == 1 else [(step + 0.5) / steps for step in range(steps)]
         gradients = torch.zeros_like(pixel_values)
         for alpha in alphas:
             path_point = (baseline + alpha * (pixel_values - baseline)).requires_grad_()
@@ -445,7 +446,8 @@ class VideoExplainer:
         relevance = torch.zeros(batch * frames, outputs.attentions[0].shape[-1], device=self.scorer.device)
         relevance[:, 0] = 1 / frames
         for layer, attention in zip(reversed(layers), reversed(outputs.attentions)):
-            attention = 0.5 * attention.float().mean(dim=1) + 0.5 * torch.eye(attention.shape[-1], device=attention.device)
+            identity = torch.eye(attention.shape[-1], device=attention.device)
+            attention = 0.5 * attention.float().mean(dim=1) + 0.5 * identity
             relevance = torch.einsum("bi,bij->bj", relevance, attention / attention.sum(-1, keepdim=True))
             if layer.adapter is not None:
                 relevance = self._through_adapter(relevance, layer.adapter, frames, grid)

@@ -47,7 +47,7 @@ def labelled_clips(count: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
 
 
 def train_region_detector(work_dir: Path, steps: int = 200, seed: int = 0):
-    """A tiny detector (frozen random CLIP, trained adapters and head) that finds the flickering region, and its processor."""
+    """A tiny detector (frozen random CLIP, trained adapters and head) that finds the flickering region."""
     torch.manual_seed(seed)
     clip_dir = work_dir / "clip"
     CLIPVisionModel(CLIPVisionConfig(**TINY_CLIP, image_size=32)).save_pretrained(clip_dir)
@@ -129,7 +129,8 @@ def main(argv=None):
         everything = lambda prediction: list(range(len(prediction.windows)))  # noqa: E731
         rows = []
         for method in EXPLANATION_METHODS + ("random",):
-            explainer = VideoExplainer(scorer, "integrated_gradients" if method == "random" else method, choose=everything)
+            heatmap_method = "integrated_gradients" if method == "random" else method  # random: any, then replaced
+            explainer = VideoExplainer(scorer, heatmap_method, choose=everything)
             shares, deleted, fake_probabilities = [], [], []
             generator = torch.Generator().manual_seed(0)
             for (path, region), explanation in zip(fakes, explainer.explain(paths)):
@@ -177,7 +178,9 @@ def main(argv=None):
     columns = ["method", "region_share", "region_share_min", "uniform_share", "times_uniform"]
     columns += ["fake_probability", "after_deletion"]
     tables = [
-        format_table(f"Faithfulness on {args.videos} synthetic fakes (tiny detector, {args.steps} steps)", columns, rows),
+        format_table(
+            f"Faithfulness on {args.videos} synthetic fakes (tiny detector, {args.steps} steps)", columns, rows
+        ),
         format_table("Cost of an explanation (decode + score + explain vs decode + score)", list(timing), [timing]),
     ]
     best = max((row for row in rows if row["method"] != "random"), key=lambda row: row["region_share"])

@@ -52,7 +52,7 @@ EXPLANATION_COLUMNS = 6
 
 
 def _outline(mask: np.ndarray, patch_height: int, patch_width: int) -> list:
-    """The border, in pixels, of the patches where `mask` (grid_height, grid_width) is set: segments for LineCollection."""
+    """The border, in pixels, of the patches where `mask` (grid_height, grid_width) is set, as line segments."""
     padded = np.pad(mask, 1)
     segments = []
     for row, column in zip(*np.nonzero(mask)):
