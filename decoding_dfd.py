@@ -26,7 +26,7 @@ FRAME_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # FFmpeg demuxers that read one self-contained stream of bytes. Playlists and lists (concat, HLS, DASH, SDP/RTP),
 # image sequences (image2) and devices open other files or URLs named inside the input, so they are not here.
 ALLOWED_CONTAINER_FORMATS = (
-    "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "mpegts", "mpeg", "ogg", "asf", "nut", "ivf", "mxf",
+    "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "mpegts", "mpeg", "ogg", "asf", "nut", "ivf",
     "h264", "hevc", "m4v", "mpegvideo", "gif", "yuv4mpegpipe",
 )
 _OPEN_OPTIONS = {

@@ -60,7 +60,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.ipv4_mapped or address.sixtofour
     if address.teredo:
         return address.teredo[1]
-    if address.packed[:12] == bytes(12) or address in _NAT64_PREFIX:
+    if (address.packed[:12] == bytes(12) and int(address) > 1) or address in _NAT64_PREFIX:  # not :: or ::1
         return ipaddress.IPv4Address(address.packed[12:])
     return None
 
@@ -70,10 +70,10 @@ def address_refusal(address: str) -> str | None:
     if address in TEST_ALLOWED_ADDRESSES:
         return None
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
-    for candidate in (ip, _embedded_ipv4(ip) if ip.version == 6 else None):
+    for candidate in (_embedded_ipv4(ip) if ip.version == 6 else None, ip):  # where it leads first
         if candidate is None:
             continue
-        for kind in ("loopback", "private", "link_local", "multicast", "unspecified", "reserved"):
+        for kind in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
             if getattr(candidate, f"is_{kind}"):
                 return kind.replace("_", "-")
         if not candidate.is_global:  # e.g. shared address space (100.64.0.0/10)

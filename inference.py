@@ -21,13 +21,20 @@ from .decoding_dfd import (
     VideoDecodeError,
     VideoInfo,
     decoding_threads,
+    environment_flag,  # the handler reads DFD_ALLOW_LOCAL_PATHS through this module
     environment_number,
     frames_to_decode,
     probe_video,
     read_video,
     sample_frame_indices,
 )
-from .fetching_dfd import DEFAULT_MAX_INPUT_BYTES, MAX_INPUT_BYTES_VARIABLE, check_input_size, fetch  # noqa: F401
+from .fetching_dfd import (  # fetch and is_url: the handler and the web page take them from here
+    DEFAULT_MAX_INPUT_BYTES,
+    MAX_INPUT_BYTES_VARIABLE,
+    check_input_size,
+    fetch,
+    is_url,
+)
 
 
 FAKE_LABEL = "fake"
@@ -257,7 +264,7 @@ class VideoScorer:
             pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
         except VideoDecodeError as error:
             return VideoError(path, error.reason)
-        except Exception as error:  # noqa: BLE001 (MemoryError is an Exception too): one video never stops a batch
+        except Exception as error:  # MemoryError included: one video never stops a batch
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}".rstrip(": ")
             return VideoError(path, " ".join(reason.split()))
         timestamps = decoded.timestamps.reshape(num_windows, num_frames)

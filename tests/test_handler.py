@@ -32,9 +32,12 @@ from handler import EndpointHandler
 handlers = {}
 for options, request in json.load(sys.stdin):  # options: the constructor arguments of the handler that answers
     key = json.dumps(options, sort_keys=True)
-    if key not in handlers:
-        handlers[key] = EndpointHandler(sys.argv[1], **options)
     try:
+        if key not in handlers:
+            handlers[key] = EndpointHandler(sys.argv[1], **options)
+            # The test's own server listens on 127.0.0.1: the test-only switch of the fetcher, never a request's.
+            fetching = sys.modules[handlers[key].inference.fetch.__module__]
+            fetching.TEST_ALLOWED_ADDRESSES = frozenset(json.loads(sys.argv[2]))
         response = handlers[key](request)
     except ValueError as error:
         response = {"error": str(error)}
@@ -82,14 +85,14 @@ def encode(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], **environment) -> list:
+def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], allowed_addresses=(), **environment) -> list:
     """
     The response (or `{"error": ...}`) to each (handler options, request) pair, from one endpoint process that
-    builds a handler per distinct options.
+    builds a handler per distinct options. `allowed_addresses`: the fetcher's test-only exceptions to its address rules.
     """
     environment.setdefault("DFD_ALLOW_LOCAL_PATHS", "")  # the default, whatever this shell sets
     result = subprocess.run(
-        [sys.executable, "-c", ENDPOINT, str(endpoint_dir)],
+        [sys.executable, "-c", ENDPOINT, str(endpoint_dir), json.dumps(list(allowed_addresses))],
         input=json.dumps(requests),
         capture_output=True,
         text=True,
@@ -128,6 +131,7 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     responses = run_endpoint(
         endpoint_dir,
         [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
+        allowed_addresses=["127.0.0.1"],
         DFD_MAX_INPUT_BYTES=str(max_bytes),
         DFD_MAX_DURATION_SECONDS="5",
         DFD_MAX_WINDOWS="3",
