@@ -157,7 +157,13 @@ def _open_video(
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
     try:
-        container = av.open("file:" + os.path.abspath(path), container_options=_OPEN_OPTIONS)
+        # `max_pixels` stops the decoders FFmpeg runs while opening (to learn the stream's parameters) from
+        # allocating a frame above the limit; the limit is then reported from the header below.
+        container = av.open(
+            "file:" + os.path.abspath(path),
+            container_options=_OPEN_OPTIONS,
+            options={"max_pixels": str(max_frame_pixels())},
+        )
     except av.ArgumentError as err:  # what FFmpeg answers when the probed format is not on the allow-list
         raise VideoDecodeError(path, _FORMAT_REFUSED) from err
     except av.FFmpegError as err:
