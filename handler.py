@@ -17,14 +17,21 @@ sampling; `clips` is the parameter's earlier name). With `windows`, each entry a
 window's first and last frame.
 
 Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_BYTES` bytes (default 100 MB) or
-`DFD_MAX_DURATION_SECONDS` seconds (default 600), and more than `DFD_MAX_WINDOWS` windows (default 32, as every
-window's frames are held in memory), read from the environment or given to the constructor (`inference.Limits`, which
-the web page applies too).
+`DFD_MAX_DURATION_SECONDS` seconds (default 600), frames above `DFD_MAX_FRAME_PIXELS` pixels (checked before
+decoding), more than `DFD_MAX_WINDOWS` windows (default 32, as every window's frames are held in memory) and more than
+`DFD_MAX_DECODED_FRAMES` frames to decode (the CPU work), read from the environment or given to the constructor
+(`inference.Limits`, which the web page applies too). URLs are fetched by fetching_dfd.py: http(s) to public
+addresses only, every redirect checked, one deadline (`DFD_DOWNLOAD_SECONDS`). The decoder opens only self-contained
+video files, never a playlist or list that names other files.
+
+Every parameter and the body's shape are checked, with a ValueError naming what is wrong: `windows`/`clips` and
+`top_k` are whole numbers of at least 1 (null: the default). Base64 may be standard or URL-safe, wrapped in lines and
+unpadded.
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
-and the scorer (inference.py, with the decoder it imports, decoding_dfd.py) through the same custom-code loader, from
-the same folder. The installed package (`dfd.handler`) behaves alike on any exported folder.
+and the scorer (inference.py, with the decoder and fetcher it imports, decoding_dfd.py and fetching_dfd.py) through
+the same custom-code loader, from the same folder. The installed package (`dfd.handler`) behaves alike on any exported folder.
 """
 
 import base64

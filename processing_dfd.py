@@ -41,9 +41,9 @@ class DFDVideoProcessor(BaseVideoProcessor):
 
     Accepts one video or a list of videos, each of any kind `load_video_frames` reads, or a video file's bytes, or an
     http(s) URL (fetched by fetching_dfd.py, under the same rules and size cap as the Endpoints handler). Frames are
-    resized as they are decoded, so memory grows with the output, not the video's resolution. With `return_tensors="pt"`,
-    `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list holding one
-    (num_frames, 3, 384, 384) tensor per video.
+    resized as they are decoded, so memory grows with the output, not the video's resolution. With
+    `return_tensors="pt"`, `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list
+    holding one (num_frames, 3, 384, 384) tensor per video.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -67,7 +67,7 @@ class DFDVideoProcessor(BaseVideoProcessor):
         return sample_frame_indices(metadata.total_num_frames, self.num_frames if num_frames is None else num_frames)
 
     def preprocess(self, videos, **kwargs) -> BatchFeature:
-        """The base class's, with this call's resize handed to the decoder, which applies it to every frame it decodes."""
+        """The base class's, with this call's resize handed to the decoder, which applies it to each decoded frame."""
         resize = self._frame_resizer(kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("resample"))
         token = _CALL_RESIZE.set(resize)
         try:

@@ -46,7 +46,9 @@ def crafted_files(folder, named_video):
         "ffconcat": f"ffconcat version 1.0\nfile '{named_video}'\n",
         "ffconcat, file: URL": f"ffconcat version 1.0\nfile 'file:{named_video}'\n",
         "HLS playlist": f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{named_video}\n#EXT-X-ENDLIST\n",
-        "HLS playlist, http": "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n",
+        "HLS playlist, http": (
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"
+        ),
         "DASH manifest": (
             '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
             'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" '
@@ -378,7 +380,8 @@ def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_
     scorer = VideoScorer(model, processor, limits=Limits(max_decoded_frames=500))
     good_alone = list(scorer.predict([good]))[0]
     results = list(scorer.predict([good, long, good, listing, good], num_windows=1))
-    assert [type(result) for result in results] == [VideoPrediction, VideoError, VideoPrediction, VideoError, VideoPrediction]
+    kinds = [VideoPrediction, VideoError, VideoPrediction, VideoError, VideoPrediction]
+    assert [type(result) for result in results] == kinds
     assert str(results[1]) == (
         f"{long}: the requested frames take decoding 600 frames, above the 500 frame limit (DFD_MAX_DECODED_FRAMES)"
     )
