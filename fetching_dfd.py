@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
@@ -81,12 +82,18 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
-def _public_addresses(host: str, port: int) -> list[tuple]:
+def _public_addresses(host: str, port: int, deadline: "_Deadline") -> list[tuple]:
     """Every address `host` resolves to, refused as a whole when any of them is not public."""
+    # getaddrinfo has no timeout of its own: a lookup that outlasts the deadline is left to finish on its own.
+    lookup = ThreadPoolExecutor(1, thread_name_prefix="dfd-resolve")
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = lookup.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(deadline.remaining())
+    except TimeoutError:
+        raise deadline.error() from None
     except (socket.gaierror, UnicodeError) as error:
         raise ValueError(f"cannot download: cannot resolve {host} ({getattr(error, 'strerror', None) or error})")
+    finally:
+        lookup.shutdown(wait=False)
     for *_, sockaddr in found:
         reason = address_refusal(sockaddr[0])
         if reason is not None:
@@ -180,7 +187,7 @@ def _open(url: str, deadline: _Deadline) -> http.client.HTTPConnection:
         raise ValueError(f"cannot download: invalid port in {url}") from None
     if not parts.hostname:
         raise ValueError(f"cannot download: no host in {url}")
-    addresses = _public_addresses(parts.hostname, port)
+    addresses = _public_addresses(parts.hostname, port, deadline)
     kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
     connection = kind(parts.hostname, port, addresses, timeout=deadline.remaining())
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -367,7 +367,7 @@ def test_a_bad_setting_is_refused_on_one_line_naming_it(monkeypatch, name, value
 # --- one video's failure is that video's error -----------------------------------------------------------------------
 
 
-def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_detector_dir):
+def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_detector_dir, monkeypatch):
     from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
     model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True)
@@ -377,14 +377,20 @@ def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_
     long = write_video(tmp_path / "long.mp4", numbered_frames(600, 32, 32), fps=100, gop=10_000)
     listing = tmp_path / "list.mp4"
     listing.write_text(f"ffconcat version 1.0\nfile '{good}'\n")
+    large = write_video(tmp_path / "large.mp4", numbered_frames(30, 128, 128))  # over the pixel limit set below
+    monkeypatch.setenv("DFD_MAX_FRAME_PIXELS", str(64 * 64))
     scorer = VideoScorer(model, processor, limits=Limits(max_decoded_frames=500))
     good_alone = list(scorer.predict([good]))[0]
-    results = list(scorer.predict([good, long, good, listing, good], num_windows=1))
-    kinds = [VideoPrediction, VideoError, VideoPrediction, VideoError, VideoPrediction]
+    results = list(scorer.predict([good, long, good, listing, good, large, good], num_windows=1))
+    kinds = [VideoPrediction, VideoError] * 3 + [VideoPrediction]
     assert [type(result) for result in results] == kinds
     assert str(results[1]) == (
         f"{long}: the requested frames take decoding 600 frames, above the 500 frame limit (DFD_MAX_DECODED_FRAMES)"
     )
     assert str(results[3]) == f"{listing}: {FORMAT_REFUSED}"
+    assert str(results[5]) == (
+        f"{large}: frames of 128x128 (16,384 pixels) are above the limit of 4,096 pixels per frame "
+        "(DFD_MAX_FRAME_PIXELS)"
+    )
     for result in results[::2]:
         assert result.scores == pytest.approx(good_alone.scores, abs=1e-6)
