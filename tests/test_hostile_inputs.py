@@ -103,6 +103,15 @@ def test_names_that_look_like_protocols_are_just_file_names(tmp_path, monkeypatc
     assert load_video_frames("concat:other.mp4|other.mp4").shape[0] == 12
 
 
+def test_pipes_and_devices_are_not_read(tmp_path):
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(VideoDecodeError) as raised:
+            probe_video(path)
+        assert str(raised.value) == f"{path}: not a regular file"
+
+
 # --- memory and work are bounded by the output ---------------------------------------------------------------------
 
 
