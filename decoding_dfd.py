@@ -23,6 +23,50 @@ import torch
 
 
 FRAME_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# FFmpeg demuxers that read one self-contained stream of bytes. Playlists and lists (concat, HLS, DASH, SDP/RTP),
+# image sequences (image2) and devices open other files or URLs named inside the input, so they are not here.
+ALLOWED_CONTAINER_FORMATS = (
+    "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "mpegts", "mpeg", "ogg", "asf", "nut", "ivf",
+    "h264", "hevc", "m4v", "mpegvideo", "gif", "yuv4mpegpipe",
+)
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(ALLOWED_CONTAINER_FORMATS),
+    "protocol_whitelist": "file",  # what a demuxer may open: nothing but the file it was given
+    "enable_drefs": "0",  # mov/mp4 data references to other files (FFmpeg's default, made explicit)
+}
+MAX_FRAME_PIXELS_VARIABLE = "DFD_MAX_FRAME_PIXELS"
+DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD
+
+
+def environment_number(name: str, default, kind: type = int, minimum=1):
+    """
+    The number in the environment variable `name` (`default` when unset or empty), refused on one line that names
+    the variable when it is not a finite `kind` of at least `minimum`. Every DFD_* setting is read through here.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value < minimum:
+        noun = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name}={text!r} is not valid: it must be {noun} of at least {minimum:g}")
+    return value
+
+
+def environment_flag(name: str) -> bool:
+    """An on/off environment variable: "1" (on), "0" or unset/empty (off); anything else is refused, naming it."""
+    text = os.environ.get(name, "").strip()
+    if text not in ("", "0", "1"):
+        raise ValueError(f"{name}={text!r} is not valid: it must be 1 (on) or 0 (off)")
+    return text == "1"
+
+
+def max_frame_pixels() -> int:
+    """Pixels a frame may have (`DFD_MAX_FRAME_PIXELS`, default 8K): larger frames are refused before decoding."""
+    return environment_number(MAX_FRAME_PIXELS_VARIABLE, DEFAULT_MAX_FRAME_PIXELS)
 
 
 class VideoDecodeError(ValueError):
@@ -87,6 +131,12 @@ class DecodedVideo:
     total_frames: int
 
 
+_FORMAT_REFUSED = (
+    "not a self-contained video file: playlists, concat lists, image sequences and other formats that can name "
+    "other files or URLs are refused"
+)
+
+
 @contextmanager
 def _open_video(
     path: str | os.PathLike, threads: int
@@ -94,23 +144,46 @@ def _open_video(
     """
     Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `threads`: how
     many threads FFmpeg decodes with.
+
+    Every video is opened here, and only as the one file it is: through FFmpeg's `file` protocol (so a name like
+    `concat:a|b` or `data:...` is a file name, not a protocol), with demuxers limited to `ALLOWED_CONTAINER_FORMATS`
+    and no protocol for them to open anything else with.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoDecodeError(path, "file not found")
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "not a regular file")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
     try:
-        container = av.open(path)
+        # `max_pixels` stops the decoders FFmpeg runs while opening (to learn the stream's parameters) from
+        # allocating a frame above the limit; the limit is then reported from the header below.
+        container = av.open(
+            "file:" + os.path.abspath(path),
+            container_options=_OPEN_OPTIONS,
+            options={"max_pixels": str(max_frame_pixels())},
+        )
+    except av.ArgumentError as err:  # what FFmpeg answers when the probed format is not on the allow-list
+        raise VideoDecodeError(path, _FORMAT_REFUSED) from err
     except av.FFmpegError as err:
         raise VideoDecodeError(path, f"not a video FFmpeg can read ({err.strerror})") from err
     with container:
+        if container.format.name not in ALLOWED_CONTAINER_FORMATS:
+            raise VideoDecodeError(path, _FORMAT_REFUSED)
         streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not streams:
             raise VideoDecodeError(path, "no video stream")
         stream = streams[0]
         if stream.codec_context is None:
             raise VideoDecodeError(path, "video codec not supported by this FFmpeg build")
+        pixels, limit = stream.codec_context.width * stream.codec_context.height, max_frame_pixels()
+        if pixels > limit:  # checked on the container's header, before any frame is decoded
+            raise VideoDecodeError(
+                path,
+                f"frames of {stream.codec_context.width}x{stream.codec_context.height} ({pixels:,} pixels) are above "
+                f"the limit of {limit:,} pixels per frame ({MAX_FRAME_PIXELS_VARIABLE})",
+            )
         stream.codec_context.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         try:
@@ -189,11 +262,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     )
 
 
-def _to_upright_rgb(frame: av.VideoFrame) -> np.ndarray:
+FrameTransform = Callable[[np.ndarray], np.ndarray]
+"""Applied to each (H, W, 3) uint8 frame as it is decoded, e.g. the processor's resize: only its output is kept."""
+
+
+def _to_upright_rgb(frame: av.VideoFrame, transform: FrameTransform | None = None) -> np.ndarray:
     """RGB pixels of a decoded frame, turned as the rotation metadata asks so faces are upright."""
     array = frame.to_ndarray(format="rgb24")
     quarter_turns = round(frame.rotation / 90) % 4
-    return np.rot90(array, k=quarter_turns) if quarter_turns else array
+    array = np.rot90(array, k=quarter_turns) if quarter_turns else array
+    return array if transform is None else transform(array)
 
 
 class _SeekMissed(Exception):
@@ -236,7 +314,9 @@ def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int
     raise _SeekMissed
 
 
-def _decode_with_seeking(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+def _decode_with_seeking(
+    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
+) -> dict[int, np.ndarray]:
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
@@ -258,7 +338,7 @@ def _decode_with_seeking(info: VideoInfo, wanted: list[int], threads: int) -> di
                     raise _SeekMissed
                 next_index = index + 1
                 if index == target:
-                    decoded[target] = _to_upright_rgb(frame)
+                    decoded[target] = _to_upright_rgb(frame, transform)
                     break
             else:
                 raise VideoDecodeError(
@@ -287,14 +367,34 @@ def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list
     return [group for group in grouped if group]
 
 
-def _decode_side_by_side(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+def frames_to_decode(info: VideoInfo, indices: Sequence[int]) -> int:
+    """
+    How many frames a decoder goes through to reach `indices`: from the keyframe before each run of wanted frames (or
+    the first frame) to the run's last frame, since frames between keyframes can only be decoded in order. This, not
+    the duration, is the work a request asks for (a long single-keyframe video costs every frame up to the last wanted).
+    """
+    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    if info.frame_pts is None:  # decoded in order from the start
+        return int(wanted[-1]) + 1
+    starts = np.concatenate([[0], info.keyframe_indices])
+    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
+    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
+    last_of_run = np.append(first_of_run[1:], len(wanted)) - 1
+    return int((wanted[last_of_run] - start[first_of_run] + 1).sum())
+
+
+def _decode_side_by_side(
+    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
+) -> dict[int, np.ndarray]:
     """
     Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
     by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
     other, so this uses the cores better than one decoder's own threads, which must start over after every seek.
     """
     groups = _split_at_keyframes(info, wanted, threads)
-    decode_group = functools.partial(_decode_with_seeking, info, threads=threads // len(groups))
+    decode_group = functools.partial(
+        _decode_with_seeking, info, threads=threads // len(groups), transform=transform
+    )
     if len(groups) == 1:
         return decode_group(wanted)
     decoded = {}
@@ -310,13 +410,16 @@ def decoding_threads() -> int:
     which the CPU count does not show, or a worker process's share), else one per CPU this process may run on
     (`taskset` may allow fewer than the machine has), at most 16.
     """
-    if os.environ.get(DECODE_THREADS_VARIABLE):
-        return max(1, int(os.environ[DECODE_THREADS_VARIABLE]))
+    threads = environment_number(DECODE_THREADS_VARIABLE, None)
+    if threads is not None:
+        return threads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(cpus, _MAX_DEFAULT_THREADS)
 
 
-def _decode_in_order(info: VideoInfo, wanted: list[int], threads: int) -> dict[int, np.ndarray]:
+def _decode_in_order(
+    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
+) -> dict[int, np.ndarray]:
     """Decode from the start and count frames, keeping only the `wanted` ones (ascending)."""
     decoded = {}
     wanted_set = set(wanted)
@@ -324,7 +427,7 @@ def _decode_in_order(info: VideoInfo, wanted: list[int], threads: int) -> dict[i
     with _open_video(info.path, threads) as (container, stream):
         for frame in container.decode(stream):
             if decoded_count in wanted_set:
-                decoded[decoded_count] = _to_upright_rgb(frame)
+                decoded[decoded_count] = _to_upright_rgb(frame, transform)
                 if len(decoded) == len(wanted):
                     return decoded
             decoded_count += 1
@@ -336,6 +439,7 @@ def read_video(
     indices: Sequence[int] | None = None,
     num_frames: int = 12,
     threads: int | None = None,
+    transform: FrameTransform | None = None,
 ) -> DecodedVideo:
     """
     Decode only the requested frames of a video file, in the requested order (indices may repeat or be unsorted).
@@ -349,6 +453,8 @@ def read_video(
     `threads`: how many threads decode (default: `decoding_threads()`). The wanted frames are shared between up to this
     many decoders that start at different keyframes and work side by side; callers that decode several videos at once
     give each a share.
+    `transform` is applied to each frame as it is decoded (the processor passes its resize), so that memory grows with
+    the output, not the video's resolution; a frame that several indices repeat is decoded and transformed once.
     """
     info = video if isinstance(video, VideoInfo) else probe_video(video)
     indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
@@ -362,12 +468,12 @@ def read_video(
     threads = threads or decoding_threads()
     wanted = sorted(set(indices.tolist()))
     if info.frame_pts is None:
-        decoded = _decode_in_order(info, wanted, threads)
+        decoded = _decode_in_order(info, wanted, threads, transform)
     else:
         try:
-            decoded = _decode_side_by_side(info, wanted, threads)
+            decoded = _decode_side_by_side(info, wanted, threads, transform)
         except _SeekMissed:
-            decoded = _decode_in_order(info, wanted, threads)
+            decoded = _decode_in_order(info, wanted, threads, transform)
     return DecodedVideo(
         frames=np.stack([decoded[index] for index in indices.tolist()]),
         indices=indices.astype(np.int64),
@@ -383,7 +489,9 @@ def _natural_sort_key(path: Path) -> tuple[list, str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)], path.name
 
 
-def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[int]]) -> DecodedVideo:
+def _read_frame_folder(
+    folder: Path, sample_indices: Callable[[int], Sequence[int]], transform: FrameTransform | None = None
+) -> DecodedVideo:
     """Frames stored as one image per file, in name order; only the sampled images are opened."""
     try:
         entries = list(folder.iterdir())
@@ -396,16 +504,24 @@ def _read_frame_folder(folder: Path, sample_indices: Callable[[int], Sequence[in
     if not images:
         raise VideoDecodeError(folder, f"no frame images ({', '.join(FRAME_IMAGE_EXTENSIONS)}) in folder")
     indices = np.asarray(sample_indices(len(images)), dtype=np.int64)
-    frames = {}
+    frames, sizes, limit = {}, set(), max_frame_pixels()
     for index in sorted(set(indices.tolist())):
         try:
             with PIL.Image.open(images[index]) as image:
-                frames[index] = np.asarray(image.convert("RGB"))
+                if image.width * image.height > limit:  # read from the header, before decoding
+                    raise VideoDecodeError(
+                        images[index],
+                        f"{image.width}x{image.height} ({image.width * image.height:,} pixels) is above the limit "
+                        f"of {limit:,} pixels per frame ({MAX_FRAME_PIXELS_VARIABLE})",
+                    )
+                frame = np.asarray(image.convert("RGB"))
         except (OSError, SyntaxError) as err:  # PIL reports unreadable or truncated images with these
             # A failed system call's `strerror` (e.g. "Permission denied") says why without repeating the path.
             reason = getattr(err, "strerror", None) or err
             raise VideoDecodeError(images[index], f"not a readable image ({reason})") from err
-    if len({frame.shape for frame in frames.values()}) > 1:
+        sizes.add(frame.shape)
+        frames[index] = frame if transform is None else transform(frame)
+    if len(sizes) > 1:
         raise VideoDecodeError(folder, "frame images differ in size")
     return DecodedVideo(
         frames=np.stack([frames[index] for index in indices.tolist()]),
@@ -438,13 +554,18 @@ def is_frame_list(video) -> bool:
     return isinstance(video, (list, tuple)) and len(video) > 0 and all(isinstance(f, PIL.Image.Image) for f in video)
 
 
-def decode_video(video, sample_indices: Callable[[int], Sequence[int]]) -> DecodedVideo:
-    """Decode one video of any supported kind, keeping the frames `sample_indices(total_frames)` picks."""
+def decode_video(
+    video, sample_indices: Callable[[int], Sequence[int]], transform: FrameTransform | None = None
+) -> DecodedVideo:
+    """
+    Decode one video of any supported kind, keeping the frames `sample_indices(total_frames)` picks. `transform`: see
+    `read_video`; frames given in memory (images, arrays) are returned as they are.
+    """
     if isinstance(video, (str, os.PathLike)):
         if os.path.isdir(video):
-            return _read_frame_folder(Path(video), sample_indices)
+            return _read_frame_folder(Path(video), sample_indices, transform)
         info = probe_video(video)
-        return read_video(info, sample_indices(info.total_frames))
+        return read_video(info, sample_indices(info.total_frames), transform=transform)
     if is_frame_list(video):
         indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
         frames = np.stack([np.asarray(video[index].convert("RGB")) for index in indices.tolist()])
@@ -484,8 +605,12 @@ __all__ = [
     "VideoInfo",
     "decode_video",
     "decoding_threads",
+    "environment_flag",
+    "environment_number",
+    "frames_to_decode",
     "is_frame_list",
     "load_video_frames",
+    "max_frame_pixels",
     "probe_video",
     "read_video",
     "sample_frame_indices",

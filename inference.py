@@ -6,12 +6,8 @@ from an exported model folder, where the handler loads it through transformers' 
 """
 
 import functools
-import http.client
 import itertools
 import math
-import os
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +21,19 @@ from .decoding_dfd import (
     VideoDecodeError,
     VideoInfo,
     decoding_threads,
+    environment_flag,  # the handler reads DFD_ALLOW_LOCAL_PATHS through this module
+    environment_number,
+    frames_to_decode,
     probe_video,
     read_video,
     sample_frame_indices,
+)
+from .fetching_dfd import (  # fetch and is_url: the handler and the web page take them from here
+    DEFAULT_MAX_INPUT_BYTES,
+    MAX_INPUT_BYTES_VARIABLE,
+    check_input_size,
+    fetch,
+    is_url,
 )
 
 
@@ -138,32 +144,39 @@ def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -
     return np.stack([start + sample_frame_indices(length, num_frames) for start, length in zip(starts, lengths)])
 
 
-DOWNLOAD_TIMEOUT_SECONDS = 30
-DEFAULT_MAX_INPUT_BYTES = 100_000_000
 DEFAULT_MAX_DURATION_SECONDS = 600.0
 DEFAULT_MAX_WINDOWS = 32
+DEFAULT_MAX_DECODED_FRAMES = 10_000
 
 
 def _environment(name: str, default, kind):
-    return field(default_factory=lambda: kind(os.environ.get(name, default)))
+    return field(default_factory=lambda: environment_number(name, default, kind))
 
 
 @dataclass
 class Limits:
     """
-    What one request may ask of a server (the Endpoints handler, the web page): a video's bytes and seconds, and how
-    many windows (every window's frames are held in memory). Defaults come from DFD_MAX_INPUT_BYTES,
-    DFD_MAX_DURATION_SECONDS and DFD_MAX_WINDOWS; a ValueError names the limit a video passes.
+    What one request may ask of a server (the Endpoints handler, the web page): a video's bytes and seconds, how
+    many windows (every window's frames are held in memory), and how many frames decoding them takes (the CPU work,
+    which the duration does not bound: a single-keyframe video must be decoded up to each wanted frame). Defaults come
+    from DFD_MAX_INPUT_BYTES, DFD_MAX_DURATION_SECONDS, DFD_MAX_WINDOWS and DFD_MAX_DECODED_FRAMES; a ValueError names
+    the limit a video passes.
     """
 
-    max_input_bytes: int = _environment("DFD_MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, int)
+    max_input_bytes: int = _environment(MAX_INPUT_BYTES_VARIABLE, DEFAULT_MAX_INPUT_BYTES, int)
     max_duration: float = _environment("DFD_MAX_DURATION_SECONDS", DEFAULT_MAX_DURATION_SECONDS, float)
     max_windows: int = _environment("DFD_MAX_WINDOWS", DEFAULT_MAX_WINDOWS, int)
+    max_decoded_frames: int = _environment("DFD_MAX_DECODED_FRAMES", DEFAULT_MAX_DECODED_FRAMES, int)
 
     def check_size(self, size: int):
-        if size > self.max_input_bytes:
+        check_input_size(size, self.max_input_bytes)
+
+    def check_decoding(self, info: VideoInfo, indices: np.ndarray):
+        needed = frames_to_decode(info, indices)
+        if needed > self.max_decoded_frames:
             raise ValueError(
-                f"the video is {size:,} bytes, above the {self.max_input_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)"
+                f"the requested frames take decoding {needed:,} frames, above the {self.max_decoded_frames:,} frame "
+                "limit (DFD_MAX_DECODED_FRAMES)"
             )
 
     def check_duration(self, info: VideoInfo):
@@ -172,31 +185,6 @@ class Limits:
                 f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
                 "(DFD_MAX_DURATION_SECONDS)"
             )
-
-
-def fetch(url: str, file, check_size) -> None:
-    """
-    Stream an http(s) `url` into the binary `file`. `check_size(bytes)` is called with the declared and the received
-    size and raises to stop a download that grows too large. A failed download raises ValueError saying why. The one
-    fetcher of everything that takes URLs (the Endpoints handler, the web app).
-    """
-    if not url.startswith(("http://", "https://")):
-        raise ValueError("not an http(s) URL")
-    try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit():
-                check_size(int(declared))
-            received = 0
-            while chunk := response.read(1 << 20):
-                received += len(chunk)
-                check_size(received)
-                file.write(chunk)
-    except urllib.error.HTTPError as error:
-        raise ValueError(f"cannot download: HTTP {error.code} {error.reason}") from None
-    except (OSError, http.client.HTTPException) as error:  # unreachable hosts, timeouts, dropped connections
-        raise ValueError(f"cannot download: {getattr(error, 'reason', None) or error}") from None
-    file.flush()
 
 
 def _seconds(value) -> float | None:
@@ -223,7 +211,10 @@ class VideoScorer:
     decoded in one pass.
     """
 
-    def __init__(self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2):
+    def __init__(
+        self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2, limits=None
+    ):
+        self.limits = limits  # a server's `Limits`: refuses videos that take too many frames to decode
         self.model = model.eval().to(device)
         self.processor = processor
         self.device = torch.device(device)
@@ -254,18 +245,28 @@ class VideoScorer:
             yield from self._score(waiting)
 
     def _prepare(self, video, num_windows: int) -> _PreparedVideo | VideoError:
-        """Decode every window's frames in one pass over the file, then resize and normalise them with the processor."""
+        """
+        Decode every window's frames in one pass over the file, resized as they come, then normalise them with the
+        processor. Whatever fails for this video (decoding, a limit, memory) becomes its one-line `VideoError`.
+        """
         probed = isinstance(video, VideoInfo)
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
             info = video if probed else probe_video(path)
             indices = window_frame_indices(info.total_frames, num_frames, num_windows)
-            decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
-        except VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
+            if self.limits is not None:
+                self.limits.check_decoding(info, indices)
+            # Processors saved before `resize_frame` existed resize after decoding, as they always did.
+            resize = getattr(self.processor, "resize_frame", None)
+            decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads, transform=resize)
+            windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
+            pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
+        except VideoDecodeError as error:
             return VideoError(path, error.reason)
-        windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
-        pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
+        except Exception as error:  # MemoryError included: one video never stops a batch
+            reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}".rstrip(": ")
+            return VideoError(path, " ".join(reason.split()))
         timestamps = decoded.timestamps.reshape(num_windows, num_frames)
         return _PreparedVideo(path, pixel_values, timestamps, info.duration)
 

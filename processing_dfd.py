@@ -6,6 +6,7 @@ the processor is saved, and loads both with `trust_remote_code`.
 
 import os
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -15,6 +16,11 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .decoding_dfd import decode_video, is_frame_list, sample_frame_indices
+from .fetching_dfd import is_url, video_file
+
+
+# The resize of the call being processed, applied to frames as they are decoded (see `DFDVideoProcessor.preprocess`).
+_CALL_RESIZE: ContextVar[Callable | None] = ContextVar("dfd_call_resize", default=None)
 
 
 def _is_frame_array_list(video) -> bool:
@@ -40,10 +46,11 @@ def _stack_frames(video):
 
 def _split_batch(videos) -> list:
     """
-    One video or a batch of them -> a list of videos. A list of PIL images or of frame arrays is one video (as in
-    transformers' `make_batched_videos`), any other list a batch.
+    One video or a batch of them -> a list of videos. A path, URL, a video file's bytes, a list of PIL images or a list
+    of frame arrays is one video (as in transformers' `make_batched_videos`), any other list a batch.
     """
-    if isinstance(videos, (str, os.PathLike)) or is_frame_list(videos) or _is_frame_array_list(videos):
+    one_video = isinstance(videos, (str, os.PathLike, bytes, bytearray)) or is_frame_list(videos)
+    if one_video or _is_frame_array_list(videos):
         return [_stack_frames(videos)]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         return list(videos) if videos.ndim == 5 else [videos]
@@ -57,9 +64,11 @@ class DFDVideoProcessor(BaseVideoProcessor):
     Turns videos into the model input: `num_frames` frames sampled evenly over each video, resized straight to
     384x384 (no crop, so nothing at the frame edges is lost) and normalised with the CLIP mean and std.
 
-    Accepts one video or a list of videos, each of any kind `load_video_frames` reads. With `return_tensors="pt"`,
-    `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list holding one
-    (num_frames, 3, 384, 384) tensor per video.
+    Accepts one video or a list of videos, each of any kind `load_video_frames` reads, or a video file's bytes, or an
+    http(s) URL (fetched by fetching_dfd.py, under the same rules and size cap as the Endpoints handler). Frames are
+    resized as they are decoded, so memory grows with the output, not the video's resolution. With
+    `return_tensors="pt"`, `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list
+    holding one (num_frames, 3, 384, 384) tensor per video.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -82,6 +91,36 @@ class DFDVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"{type(self).__name__} samples a fixed number of frames: pass `num_frames`, not `fps`.")
         return sample_frame_indices(metadata.total_num_frames, self.num_frames if num_frames is None else num_frames)
 
+    def preprocess(self, videos, **kwargs) -> BatchFeature:
+        """The base class's, with this call's resize handed to the decoder, which applies it to each decoded frame."""
+        resize = self._frame_resizer(kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("resample"))
+        token = _CALL_RESIZE.set(resize)
+        try:
+            return super().preprocess(videos, **kwargs)
+        finally:
+            _CALL_RESIZE.reset(token)
+
+    def _frame_resizer(self, do_resize=None, size=None, resample=None) -> Callable | None:
+        """
+        One (H, W, 3) uint8 frame -> the same frame resized by this processor's own `resize`, as `_preprocess` would
+        resize it, so resizing early changes no pixel (`_preprocess` then finds the frames at their size already).
+        """
+        if not (self.do_resize if do_resize is None else do_resize):
+            return None
+        size = self._standardize_kwargs(size=self.size if size is None else size)["size"]
+        resample = self.resample if resample is None else resample
+
+        def resize(frame: np.ndarray) -> np.ndarray:
+            video = torch.from_numpy(np.require(frame, requirements=["C", "W"])[None]).permute(0, 3, 1, 2).contiguous()
+            return self.resize(video, size=size, resample=resample)[0].permute(1, 2, 0).numpy()
+
+        return resize
+
+    def resize_frame(self, frame: np.ndarray) -> np.ndarray:
+        """A decoded (H, W, 3) uint8 frame resized as this processor resizes it (for callers that decode themselves)."""
+        resize = self._frame_resizer()
+        return frame if resize is None else resize(frame)
+
     def _decode_and_sample_videos(
         self,
         videos,
@@ -99,7 +138,7 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 return range(total_frames)
             return sample_indices_fn(metadata=VideoMetadata(total_num_frames=total_frames))
 
-        decoded = [decode_video(video, sample_indices) for video in _split_batch(videos)]
+        decoded = [self._decode(video, sample_indices, _CALL_RESIZE.get()) for video in _split_batch(videos)]
         metadata = [
             VideoMetadata(
                 total_num_frames=video.total_frames,
@@ -113,6 +152,13 @@ class DFDVideoProcessor(BaseVideoProcessor):
             for video in decoded
         ]
         return [video.frames for video in decoded], metadata
+
+    @staticmethod
+    def _decode(video, sample_indices, resize):
+        if isinstance(video, (bytes, bytearray)) or is_url(video):
+            with video_file(video) as path:
+                return decode_video(path, sample_indices, resize)
+        return decode_video(video, sample_indices, resize)
 
     def _prepare_input_videos(self, videos, **kwargs):
         """Decoded frames are always (T, H, W, 3), so the channel axis is not guessed from shapes like (3, 3, W, 3)."""

@@ -32,9 +32,12 @@ from handler import EndpointHandler
 handlers = {}
 for options, request in json.load(sys.stdin):  # options: the constructor arguments of the handler that answers
     key = json.dumps(options, sort_keys=True)
-    if key not in handlers:
-        handlers[key] = EndpointHandler(sys.argv[1], **options)
     try:
+        if key not in handlers:
+            handlers[key] = EndpointHandler(sys.argv[1], **options)
+            # The test's own server listens on 127.0.0.1: the test-only switch of the fetcher, never a request's.
+            fetching = sys.modules[handlers[key].inference.fetch.__module__]
+            fetching.TEST_ALLOWED_ADDRESSES = frozenset(json.loads(sys.argv[2]))
         response = handlers[key](request)
     except ValueError as error:
         response = {"error": str(error)}
@@ -82,14 +85,14 @@ def encode(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], **environment) -> list:
+def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], allowed_addresses=(), **environment) -> list:
     """
     The response (or `{"error": ...}`) to each (handler options, request) pair, from one endpoint process that
-    builds a handler per distinct options.
+    builds a handler per distinct options. `allowed_addresses`: the fetcher's test-only exceptions to its address rules.
     """
     environment.setdefault("DFD_ALLOW_LOCAL_PATHS", "")  # the default, whatever this shell sets
     result = subprocess.run(
-        [sys.executable, "-c", ENDPOINT, str(endpoint_dir)],
+        [sys.executable, "-c", ENDPOINT, str(endpoint_dir), json.dumps(list(allowed_addresses))],
         input=json.dumps(requests),
         capture_output=True,
         text=True,
@@ -128,6 +131,7 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     responses = run_endpoint(
         endpoint_dir,
         [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
+        allowed_addresses=["127.0.0.1"],
         DFD_MAX_INPUT_BYTES=str(max_bytes),
         DFD_MAX_DURATION_SECONDS="5",
         DFD_MAX_WINDOWS="3",
@@ -167,3 +171,144 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     assert not_video["error"].startswith("cannot read the video: ")
     assert many == {"error": "'windows' is 4, above the limit of 3 (DFD_MAX_WINDOWS)"}
 
+
+
+FORMAT_REFUSED = (
+    "not a self-contained video file: playlists, concat lists, image sequences and other formats that can name "
+    "other files or URLs are refused"
+)
+
+
+def test_endpoint_reads_no_file_and_fetches_no_address_of_the_server(endpoint_dir, served_videos):
+    folder, url = served_videos
+    listing = "ffconcat version 1.0\nfile '{}'\n"
+    requests = [
+        # The audit's attack: a base64 concat list naming a video on the server, which must not be scored.
+        {"inputs": base64.b64encode(listing.format(folder / "short.mp4").encode()).decode()},
+        {"inputs": base64.b64encode(listing.format(folder / "missing.mp4").encode()).decode()},
+        {"inputs": f"{url}/short.mp4"},
+        {"inputs": f"http://localhost:{url.rsplit(':', 1)[1]}/short.mp4"},
+    ]
+    existing, missing, by_ip, by_name = run_endpoint(endpoint_dir, [({}, request) for request in requests])
+    # Refused alike whether the named file exists or not: nothing to learn about the server's files.
+    assert existing == missing == {"error": f"cannot read the video: {FORMAT_REFUSED}"}
+    assert by_ip == {"error": "cannot download: 127.0.0.1 is a loopback address; only public addresses are fetched"}
+    assert by_name["error"].startswith("cannot download: localhost (")
+    assert by_name["error"].endswith(") is a loopback address; only public addresses are fetched")
+
+
+def test_endpoint_validates_every_request_shape(endpoint_dir, served_videos):
+    folder, _ = served_videos
+    video = (folder / "short.mp4").read_bytes()
+    plain = base64.b64encode(video).decode()
+    single_keyframe = folder / "single_keyframe.mp4"
+    write_video(single_keyframe, numbered_frames(300, 32, 32), fps=100, gop=1000)
+    whole = "a whole number of at least 1"
+    cases = [
+        (["not", "a", "dict"], "the request body must be a JSON object with 'inputs', got list"),
+        ({"inputs": plain, "parameters": [1]}, "'parameters' must be a JSON object, got list"),
+        ({"inputs": plain, "parameters": "windows=2"}, "'parameters' must be a JSON object, got str"),
+        ({"inputs": plain, "parameters": {"clips": [1]}}, f"parameter 'clips' must be {whole}, got [1]"),
+        ({"inputs": plain, "parameters": {"windows": "x"}}, f"parameter 'windows' must be {whole}, got 'x'"),
+        ({"inputs": plain, "parameters": {"windows": True}}, f"parameter 'windows' must be {whole}, got True"),
+        ({"inputs": plain, "parameters": {"windows": 1.5}}, f"parameter 'windows' must be {whole}, got 1.5"),
+        ({"inputs": plain, "parameters": {"windows": 0}}, f"parameter 'windows' must be {whole}, got 0"),
+        ({"inputs": plain, "parameters": {"windows": 9}}, "'windows' is 9, above the limit of 3 (DFD_MAX_WINDOWS)"),
+        ({"inputs": plain, "parameters": {"top_k": {}}}, f"parameter 'top_k' must be {whole}, got {{}}"),
+        ({"inputs": plain, "parameters": {"top_k": -1}}, f"parameter 'top_k' must be {whole}, got -1"),
+        # Python's json reads Infinity and NaN (as the toolkit's parser may).
+        ({"inputs": plain, "parameters": {"clips": float("inf")}}, f"parameter 'clips' must be {whole}, got inf"),
+        ({"inputs": plain, "parameters": {"top_k": float("nan")}}, f"parameter 'top_k' must be {whole}, got nan"),
+        ({"inputs": "data:video/mp4"}, "'inputs' is a data: URL without a comma before its base64 video"),
+        ({"inputs": ["a"]}, "'inputs' must be a string or bytes, got list"),
+        ({"parameters": {}}, "the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)"),
+        (
+            {"inputs": encode(single_keyframe)},
+            "cannot read the video: the requested frames take decoding 300 frames, above the 200 frame limit "
+            "(DFD_MAX_DECODED_FRAMES)",
+        ),
+    ]
+    accepted = [
+        {"inputs": plain},
+        {"inputs": base64.encodebytes(video).decode()},  # wrapped in 76-character lines, as `base64` writes it
+        {"inputs": base64.urlsafe_b64encode(video).decode().rstrip("=")},  # URL-safe, unpadded
+        {"inputs": "data:video/mp4;base64," + plain},
+        {"inputs": plain, "parameters": None},
+        {"inputs": plain, "parameters": {"windows": None, "clips": None, "top_k": None}},
+        {"inputs": plain, "parameters": {"windows": 2.0, "top_k": "1"}},
+    ]
+    requests = [request for request, _ in cases] + accepted
+    responses = run_endpoint(
+        endpoint_dir, [({}, request) for request in requests], DFD_MAX_WINDOWS="3", DFD_MAX_DECODED_FRAMES="200"
+    )
+    assert responses[: len(cases)] == [{"error": message} for _, message in cases]
+    first, *others, two_windows = responses[len(cases) :]
+    assert all(isinstance(response, list) and len(response) == 2 for response in [first, *others])
+    assert all(response == first for response in others)
+    assert len(two_windows) == 1 and len(two_windows[0]["windows"]) == 2
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("DFD_MAX_WINDOWS", "abc", "it must be a whole number of at least 1"),
+        ("DFD_MAX_DURATION_SECONDS", "nan", "it must be a number of at least 1"),
+        ("DFD_ALLOW_LOCAL_PATHS", "yes", "it must be 1 (on) or 0 (off)"),
+    ],
+)
+def test_a_bad_setting_stops_the_endpoint_with_one_line_naming_it(endpoint_dir, name, value, message):
+    (response,) = run_endpoint(endpoint_dir, [({}, {"inputs": "x"})], **{name: value})
+    assert response == {"error": f"{name}={value!r} is not valid: {message}"}
+
+
+# A one-frame 16000x16000 h264 (about 750 KB): 768 MB as RGB at full resolution.
+HUGE_VIDEO = """
+import sys, av, numpy as np
+size = int(sys.argv[2])
+with av.open(sys.argv[1], "w") as container:
+    stream = container.add_stream("libx264", rate=1)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"preset": "ultrafast", "crf": "51"}
+    frame = av.VideoFrame(size, size, "yuv420p")
+    for plane in frame.planes:
+        np.frombuffer(plane, np.uint8)[:] = 128
+    for packet in [*stream.encode(frame), *stream.encode()]:
+        container.mux(packet)
+"""
+
+# The endpoint's peak RSS (kB) before and after a request: first a small video, so that the model has run once.
+PEAK_MEMORY = ENDPOINT.split("handlers = {}")[0] + """
+import base64, resource
+handler = EndpointHandler(sys.argv[1])
+small, large = (base64.b64encode(open(path, "rb").read()).decode() for path in sys.argv[2:4])
+handler({"inputs": small})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    response = handler({"inputs": large})
+except ValueError as error:
+    response = {"error": str(error)}
+print(json.dumps({"response": response, "before": before, "after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def test_a_16000x16000_video_is_refused_without_decoding_it(endpoint_dir, served_videos, tmp_path):
+    folder, _ = served_videos
+    huge = tmp_path / "huge.mp4"
+    subprocess.run([sys.executable, "-c", HUGE_VIDEO, str(huge), "16000"], check=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, str(endpoint_dir), str(folder / "short.mp4"), str(huge)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert measured["response"] == {
+        "error": "cannot read the video: frames of 16000x16000 (256,000,000 pixels) are above the limit of "
+        "33,177,600 pixels per frame (DFD_MAX_FRAME_PIXELS)"
+    }
+    # The full-resolution frame alone would be 768 MB as RGB (384 MB as decoded YUV). What opening the file costs is
+    # the h264 decoder's tables per 16x16 block, which FFmpeg sets up from the header before it refuses the frame.
+    assert (measured["after"] - measured["before"]) * 1024 < 200_000_000

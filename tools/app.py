@@ -200,7 +200,7 @@ def load_scorer(model: str, device: str | None = None) -> VideoScorer:
     except OSError as error:
         raise OSError(f"--model {model}: {error}") from None
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return VideoScorer(detector, processor, device, default_dtype(device))
+    return VideoScorer(detector, processor, device, default_dtype(device), limits=Limits())
 
 
 def _import_gradio():

@@ -69,8 +69,9 @@ def _copy_endpoint_files(folder: Path):
 def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: `model` (model.safetensors, config.json, configuration_dfd.py,
-    modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py), the Inference
-    Endpoints files (handler.py, inference.py, requirements.txt), and README.md when given.
+    modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py,
+    fetching_dfd.py), the Inference Endpoints files (handler.py, inference.py, requirements.txt), and README.md when
+    given.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
