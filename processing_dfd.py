@@ -1,11 +1,12 @@
 """The DFD video processor: videos in, `pixel_values` of `num_frames` frames at 384x384 out.
 
-Decoding and frame sampling live in decoding_dfd.py, beside this file; transformers copies it along with this one when
-the processor is saved, and loads both with `trust_remote_code`.
+Decoding and frame sampling live in decoding_dfd.py, the optional face crop in faces_dfd.py, beside this file;
+transformers copies them along with this one when the processor is saved, and loads them with `trust_remote_code`.
 """
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +16,10 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .decoding_dfd import decode_video, is_frame_list, sample_frame_indices
+from .faces_dfd import FACE_CHOICES, face_crop
+
+
+CROPS = ("frame", "face")
 
 
 def _split_batch(videos) -> list:
@@ -28,6 +33,20 @@ def _split_batch(videos) -> list:
     raise TypeError(f"Expected a video or a non-empty list of videos, got {type(videos).__name__}.")
 
 
+@dataclass
+class DFDVideoMetadata(VideoMetadata):
+    """
+    A video's metadata (`return_metadata=True`) with, for `crop="face"`, what was cropped from each sampled frame:
+    `crop_boxes` `[x0, y0, x1, y1]` in the decoded frame's pixels, `face_boxes` the face track's box, and
+    `face_sources`: "face" (found in that frame), "neighbours" (not found there: the neighbouring frames' box) or
+    "frame" (no face in the whole window: the whole frame, as with `crop="frame"`).
+    """
+
+    crop_boxes: list[list[int]] | None = None
+    face_boxes: list[list[float]] | None = None
+    face_sources: list[str] | None = None
+
+
 class DFDVideoProcessor(BaseVideoProcessor):
     r"""
     Turns videos into the model input: `num_frames` frames sampled evenly over each video, resized straight to
@@ -36,6 +55,11 @@ class DFDVideoProcessor(BaseVideoProcessor):
     Accepts one video or a list of videos, each of any kind `load_video_frames` reads. With `return_tensors="pt"`,
     `pixel_values` is one tensor of shape (batch, num_frames, 3, 384, 384); without it, a list holding one
     (num_frames, 3, 384, 384) tensor per video.
+
+    `crop="face"` (saved in video_preprocessor_config.json, so a model trained on face crops is served with them)
+    replaces each frame by a square around the face, `face_margin` face widths larger on every side, that follows one
+    face (`face_choice`: the "largest" or the most "central") through the sampled frames; see faces_dfd.py. It needs
+    the package's `face` extra. The default, `crop="frame"`, is the model card's recipe: whole frames.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -51,6 +75,32 @@ class DFDVideoProcessor(BaseVideoProcessor):
     do_sample_frames = True
     num_frames = 12
     model_input_names = ["pixel_values"]
+
+    def __init__(self, crop: str = "frame", face_margin: float = 0.3, face_choice: str = "largest", **kwargs):
+        super().__init__(**kwargs)
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if face_choice not in FACE_CHOICES:
+            raise ValueError(f"face_choice must be one of {FACE_CHOICES}, got {face_choice!r}")
+        if isinstance(face_margin, bool) or not isinstance(face_margin, (int, float)) or not 0 <= face_margin <= 2:
+            raise ValueError(f"face_margin must be a number of face widths in [0, 2], got {face_margin!r}")
+        self.crop, self.face_margin, self.face_choice = crop, float(face_margin), face_choice
+
+    def crop_window(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
+        """
+        The frames the model sees of one window's decoded frames (T, H, W, 3), before the resize to `size`, and what
+        was cropped (the `DFDVideoMetadata` fields): the frames themselves, or with `crop="face"` the face track's
+        crops. Every path that feeds the model (this processor, hence the pipeline, `dfd predict`, the Endpoints
+        handler, the web page and training) goes through here.
+        """
+        if self.crop == "frame":
+            return frames, {}
+        crops, track, boxes = face_crop(frames, self.face_margin, self.face_choice)
+        return crops, {
+            "crop_boxes": boxes.tolist(),
+            "face_boxes": None if track.sources[0] == "frame" else np.round(track.boxes, 1).tolist(),
+            "face_sources": track.sources,
+        }
 
     def sample_frames(self, metadata: VideoMetadata, num_frames: int | None = None, fps=None, **kwargs) -> np.ndarray:
         """Even sampling over the whole video (see `sample_frame_indices`), whatever its length."""
@@ -76,8 +126,9 @@ class DFDVideoProcessor(BaseVideoProcessor):
             return sample_indices_fn(metadata=VideoMetadata(total_num_frames=total_frames))
 
         decoded = [decode_video(video, sample_indices) for video in _split_batch(videos)]
+        cropped = [self.crop_window(video.frames) for video in decoded]
         metadata = [
-            VideoMetadata(
+            DFDVideoMetadata(
                 total_num_frames=video.total_frames,
                 fps=video.fps,
                 height=video.frames.shape[1],
@@ -85,10 +136,11 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 duration=video.duration,
                 video_backend="pyav",
                 frames_indices=video.indices.tolist(),
+                **crop,
             )
-            for video in decoded
+            for video, (_, crop) in zip(decoded, cropped)
         ]
-        return [video.frames for video in decoded], metadata
+        return [frames for frames, _ in cropped], metadata
 
     def _prepare_input_videos(self, videos, **kwargs):
         """Decoded frames are always (T, H, W, 3), so the channel axis is not guessed from shapes like (3, 3, W, 3)."""
@@ -105,4 +157,4 @@ class DFDVideoProcessor(BaseVideoProcessor):
 
 DFDVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
-__all__ = ["DFDVideoProcessor"]
+__all__ = ["DFDVideoMetadata", "DFDVideoProcessor"]
