@@ -29,6 +29,8 @@ FACE_CHOICES = ("largest", "central")
 # about 1/9 of a 16:9 frame's height up are found (benchmarks/RESULTS.md, "Face detectors").
 DETECTION_SIZE = 640
 DETECTION_UPSAMPLING = 1
+# Names the detector and its settings, for caches of cropped frames: change it whenever detections would change.
+FACE_DETECTOR = f"dlib-hog-{DETECTION_SIZE}-up{DETECTION_UPSAMPLING}"
 # A detection further than this many face widths from the face followed so far belongs to someone else.
 MAX_STEP_IN_FACE_WIDTHS = 1.5
 
@@ -164,6 +166,7 @@ def face_crop(frames: np.ndarray, margin: float, choice: str = "largest") -> tup
 
 __all__ = [
     "FACE_CHOICES",
+    "FACE_DETECTOR",
     "FaceTrack",
     "crop_boxes",
     "crop_frames",
