@@ -155,6 +155,15 @@ ASTRONAUT_FACE_BOX = np.array([180.0, 72.0, 268.0, 170.0])
 _ASTRONAUT_HEAD = (slice(0, 260), slice(100, 360))
 
 
+def grass_background(height: int, width: int) -> np.ndarray:
+    """A (height, width, 3) textured background without a face: scikit-image's grass photograph, tiled and tinted."""
+    from skimage import data
+
+    grass = data.grass()
+    tiles = np.tile(grass, (height // grass.shape[0] + 1, width // grass.shape[1] + 1))[:height, :width]
+    return np.stack([tiles * 0.7, tiles, tiles * 0.5], axis=-1).astype(np.uint8)
+
+
 def face_scene(height: int, width: int, centres, face_height: float) -> tuple[np.ndarray, np.ndarray]:
     """
     Frames (T, height, width, 3) of a real face, scikit-image's astronaut (the `dev` extra installs it), pasted on a
@@ -171,9 +180,7 @@ def face_scene(height: int, width: int, centres, face_height: float) -> tuple[np
     head = np.asarray(PIL.Image.fromarray(head).resize(size, PIL.Image.BICUBIC))
     if head.shape[0] > height or head.shape[1] > width:
         raise ValueError(f"a face {face_height} px tall does not fit in {width}x{height} frames")
-    grass = data.grass()
-    tiles = np.tile(grass, (height // grass.shape[0] + 1, width // grass.shape[1] + 1))[:height, :width]
-    background = np.stack([tiles * 0.7, tiles, tiles * 0.5], axis=-1).astype(np.uint8)
+    background = grass_background(height, width)
     frames, boxes = [], []
     for x, y in centres:
         face = face_box * scale
