@@ -164,8 +164,8 @@ def face_data(tmp_path_factory):
         for label, brightness in (("real", 1.0), ("fake", 0.6)):
             (root / split / label).mkdir(parents=True)
             for index in range(count):
-                height = 60 + 20 * index
-                frames, _ = face_scene(180, 320, [(80 + 20 * step, 90) for step in range(8)], height)
+                height = 60 + 10 * index
+                frames, _ = face_scene(240, 320, [(100 + 15 * step, 120) for step in range(8)], height)
                 write_video(root / split / label / f"{label}_{index}.mp4", (frames * brightness).astype(np.uint8))
     return root
 
