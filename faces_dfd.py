@@ -25,10 +25,11 @@ import PIL.Image
 
 FACE_EXTRA = 'pip install "dfd-detector[face]" (or: pip install dlib-bin)'
 FACE_CHOICES = ("largest", "central")
-# The detector scans frames downscaled to this longest side, upsampled twice as large once inside dlib: faces from
-# about 1/9 of a 16:9 frame's height up are found (benchmarks/RESULTS.md, "Face detectors").
-DETECTION_SIZE = 640
-DETECTION_UPSAMPLING = 1
+# The detector scans every frame resized to this longest side (down or up), so that it finds the same faces in every
+# video whatever its resolution (from about 1/9 of a 16:9 frame's height up) at the same cost; scanning twice as
+# large (dlib's upsampling) finds smaller faces at twice the cost (benchmarks/RESULTS.md, "Face detectors").
+DETECTION_SIZE = 960
+DETECTION_UPSAMPLING = 0
 # Names the detector and its settings, for caches of cropped frames: change it whenever detections would change.
 FACE_DETECTOR = f"dlib-hog-{DETECTION_SIZE}-up{DETECTION_UPSAMPLING}"
 # A detection further than this many face widths from the face followed so far belongs to someone else.
@@ -52,9 +53,9 @@ def detect_faces(frame: np.ndarray, detector=None) -> np.ndarray:
     """(N, 5) float boxes `x0, y0, x1, y1, score` of the faces in one RGB frame (H, W, 3) uint8, in its pixels."""
     detector = detector or load_face_detector()
     height, width = frame.shape[:2]
-    scale = min(1.0, DETECTION_SIZE / max(height, width))
+    scale = DETECTION_SIZE / max(height, width)
     image = frame
-    if scale < 1:
+    if scale != 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = np.asarray(PIL.Image.fromarray(frame).resize(size, PIL.Image.BILINEAR, reducing_gap=2.0))
     rectangles, scores, _ = detector.run(np.ascontiguousarray(image), DETECTION_UPSAMPLING, 0.0)

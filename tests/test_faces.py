@@ -146,11 +146,9 @@ def test_without_the_face_extra_the_error_names_it(monkeypatch):
 
 
 def test_the_frame_cache_keeps_face_crops_apart(tmp_path):
-    directories = {
-        str(settings): FrameCache(tmp_path, DFDVideoProcessor(**settings)).directory
-        for settings in ({}, {"crop": "face"}, {"crop": "face", "face_margin": 0.5}, {"crop": "face", "face_choice": "central"})
-    }
-    assert len(set(directories.values())) == 4
+    settings = [{}, {"crop": "face"}, {"crop": "face", "face_margin": 0.5}, {"crop": "face", "face_choice": "central"}]
+    directories = {FrameCache(tmp_path, DFDVideoProcessor(**setting)).directory for setting in settings}
+    assert len(directories) == len(settings)
 
 
 # End to end: a tiny detector trained with --crop face, then used as users use it.
