@@ -11,6 +11,7 @@ import sys
 import threading
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor, pipeline
@@ -217,6 +218,14 @@ def test_a_model_trained_on_face_crops_predicts_on_face_crops_everywhere(face_mo
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["fake_probability"] == pytest.approx(reference, abs=1e-5)
+
+    from dfd.tools.app import VideoAnalyzer, load_scorer
+
+    analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"), work_dir=tmp_path)
+    (page,) = analyzer.analyze([("v.mp4", str(video))], 1)
+    assert page.record["fake_probability"] == pytest.approx(reference, abs=1e-5)
+    (shown,) = {PIL.Image.open(path).size for path, _ in page.frames}  # the square face crops, not the 4:3 frames
+    assert shown[0] == shown[1] and len(page.frames) == 4
 
     from dfd.handler import EndpointHandler
 
