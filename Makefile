@@ -24,6 +24,7 @@ bench: install
 	$(PY) benchmarks/bench_inference.py --threads 1
 	$(PY) benchmarks/bench_train_step.py --threads 1
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_faces.py
 
 # Regenerate the root config.json / video_preprocessor_config.json from the code's defaults.
 configs: install

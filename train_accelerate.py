@@ -55,6 +55,7 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from dfd.configuration_dfd import CLASS_NAMES
+from dfd.faces_dfd import load_face_detector
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.export import DEFAULT_MODEL_NAME, check_config_overrides, hub_id, processor_for, save_detector
@@ -157,6 +158,13 @@ def add_data_arguments(group):
         help="Processes decoding videos into the frame cache.",
     )
     group.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of each DataLoader.")
+    group.add_argument(
+        "--crop",
+        choices=("frame", "face"),
+        help="What the model sees of each frame: the whole frame (the card's recipe) or a square that follows the face "
+        "(needs the `face` extra). Saved with the processor, so the exported model crops alike when it predicts. "
+        "Default: --model_path's setting, else frame.",
+    )
 
 
 def add_model_arguments(group):
@@ -381,8 +389,17 @@ def prepare_output_dir(args, accelerator) -> Path:
 def load_model_and_processor(args):
     """
     A new detector from CLIP weights (--init_from, with --config_overrides) or a DFD checkpoint (--model_path), in
-    fp32, and its video processor.
+    fp32, and its video processor, cropping as --crop asks.
     """
+    model, processor = _load_model_and_processor(args)
+    if args.crop:
+        processor.crop = args.crop
+    if processor.crop == "face":
+        load_face_detector()  # without the face extra, say so now rather than from a decoding worker
+    return model, processor
+
+
+def _load_model_and_processor(args):
     if args.model_path:
         model = DFDForVideoClassification.from_pretrained(args.model_path, dtype=torch.float32)
         # The data's labels are CLASS_NAMES' indices: a checkpoint that numbers its classes otherwise would be

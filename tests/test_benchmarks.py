@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import av
+import pytest
 
 from conftest import REPO_ROOT
 
@@ -105,6 +106,19 @@ def test_decode_benchmark_reads_identical_frames(tmp_path):
     assert sorted(path.name for path in (tmp_path / "videos").iterdir()) == sorted(
         row["file"] for row in result["rows"]
     )
+
+
+def test_faces_benchmark_compares_detectors_and_times_the_crop(tmp_path):
+    result, stdout = run_script("bench_faces", tmp_path)
+    dlib_rows = [row for row in result["detectors"] if row["detector"].startswith("dlib")]
+    assert [row["face_height_px"] for row in dlib_rows] == [120, "no face"]
+    assert dlib_rows[0]["found"] == "5/5" and dlib_rows[0]["mean_iou_found"] >= 0.7
+    assert all(row["false_positives"] == 0 and row["ms_per_frame"] > 0 for row in dlib_rows)
+    crop = result["crop"]
+    assert crop["frames_with_face"] == "12/12"
+    assert crop["ratio"] == pytest.approx(crop["decode_and_face_crop_s"] / crop["decode_s"])
+    assert "### Decoding 12 frames, with and without the face crop" in stdout
+    assert result["goals"][0]["met"] is True
 
 
 def test_inference_benchmark_compares_the_detector_with_bare_clip(tmp_path):

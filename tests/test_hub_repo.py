@@ -88,13 +88,16 @@ def test_an_export_is_a_deployable_repo_readable_as_the_umask_says(tiny_detector
     finally:
         os.umask(previous)
     # The files the Endpoint runs, and the ones they import, as in the checkout.
-    for name in (
-        "handler.py", "inference.py", "decoding_dfd.py", "fetching_dfd.py", "processing_dfd.py", "modeling_dfd.py"
-    ):
+    exported = (
+        "handler.py", "inference.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py", "processing_dfd.py",
+        "modeling_dfd.py",
+    )
+    for name in exported:
         assert (target / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
     requirements = (target / "requirements.txt").read_text().split()
     assert any(line.startswith("transformers") and ">=5" in line for line in requirements)
     assert any(line.startswith("av") for line in requirements)
+    assert not any(line.startswith("dlib") for line in requirements)  # only models that crop faces need it
     assert not any(line.startswith("torch") and not line.startswith("torchvision") for line in requirements)
     # safetensors creates its file 0600; every export file is made readable as the umask (022) says.
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in target.iterdir()}

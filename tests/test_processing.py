@@ -552,8 +552,9 @@ def test_auto_video_processor_round_trip_with_remote_code(tmp_path, make_video):
     config = json.loads((saved / "video_preprocessor_config.json").read_text())
     assert config["auto_map"] == {"AutoVideoProcessor": "processing_dfd.DFDVideoProcessor"}
     assert config["size"] == {"height": 384, "width": 384} and config["do_center_crop"] is False
-    # The decoder and the fetcher it imports relatively travel with it.
-    for name in ("processing_dfd.py", "decoding_dfd.py", "fetching_dfd.py"):
+    # The decoder, the fetcher and the face crop it imports relatively travel with it; whole frames are the default.
+    assert (config["crop"], config["face_margin"], config["face_choice"]) == ("frame", 0.3, "largest")
+    for name in ("processing_dfd.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py"):
         assert (saved / name).read_text() == (REPO_ROOT / name).read_text()
 
     # A Hub repo holds just these flat files: load from a fresh copy so nothing resolves to the installed package.

@@ -173,12 +173,16 @@ class VideoAnalyzer:
         result.explanation = str(path)
 
     def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, num_windows: int, folder: Path):
-        """The most suspicious window's frames (the very frames the model saw, before resizing), as JPEG thumbnails."""
+        """
+        The most suspicious window's frames (the very frames the model saw, before resizing: face crops when its
+        processor crops faces), as JPEG thumbnails.
+        """
         window = prediction.most_suspicious_window
         indices = window_frame_indices(info.total_frames, self.scorer.processor.num_frames, num_windows)[window]
         decoded = read_video(info, indices=indices)
+        seen, _ = self.scorer.processor.crop_window(decoded.frames)
         frames = []
-        for position, (frame, time) in enumerate(zip(decoded.frames, prediction.windows[window].timestamps)):
+        for position, (frame, time) in enumerate(zip(seen, prediction.windows[window].timestamps)):
             image = Image.fromarray(frame)
             image.thumbnail((FRAME_THUMBNAIL_SIZE, FRAME_THUMBNAIL_SIZE))
             path = folder / f"frame-{position:02d}.jpg"

@@ -43,12 +43,19 @@ def processor_for(config):
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
-def endpoint_requirements() -> str:
-    """requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here."""
+def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
+    """
+    requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here,
+    and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
+    """
     wanted = {name.replace("_", "-") for name in ENDPOINT_REQUIREMENTS}
     lines = []
     for requirement in metadata.requires(DISTRIBUTION) or ():
-        if ";" in requirement:  # an extra's requirement
+        requirement, _, marker = requirement.partition(";")
+        if marker:  # an extra's requirement
+            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+            if extra and extra.group(1) in extras:
+                lines.append(requirement.strip().replace(" ", ""))
             continue
         name = re.match(r"[A-Za-z0-9._-]+", requirement).group().replace("_", "-").lower()
         if name in wanted:
@@ -56,22 +63,25 @@ def endpoint_requirements() -> str:
     return "".join(f"{line}\n" for line in sorted(lines, key=str.lower))
 
 
-def _copy_endpoint_files(folder: Path):
-    """handler.py, inference.py and the siblings they import relatively (once the processor's are there already)."""
+def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
+    """
+    handler.py, inference.py and the siblings they import relatively (once the processor's are there already), and
+    requirements.txt with our `extras`' packages.
+    """
     needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
     for name in ENDPOINT_FILES:
         needed.update(Path(path) for path in get_relative_import_files(str(PACKAGE_ROOT / name)))
     for path in sorted(needed):
         shutil.copyfile(path, folder / path.name)
-    (folder / "requirements.txt").write_text(endpoint_requirements(), encoding="utf-8")
+    (folder / "requirements.txt").write_text(endpoint_requirements(extras), encoding="utf-8")
 
 
 def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: `model` (model.safetensors, config.json, configuration_dfd.py,
     modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py,
-    fetching_dfd.py), the Inference Endpoints files (handler.py, inference.py, requirements.txt), and README.md when
-    given.
+    fetching_dfd.py, faces_dfd.py), the Inference Endpoints files (handler.py, inference.py, requirements.txt, which
+    lists the face detector when the processor crops faces), and README.md when given.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
@@ -84,7 +94,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        _copy_endpoint_files(staging)
+        _copy_endpoint_files(staging, extras=("face",) if processor.crop == "face" else ())
         if readme is not None:
             (staging / "README.md").write_text(readme, encoding="utf-8")
         for path in staging.iterdir():

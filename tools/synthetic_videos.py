@@ -148,6 +148,51 @@ def write_dataset(
     return root
 
 
+# The face in scikit-image's `data.astronaut()` (a real photograph), x0, y0, x1, y1: brows to chin, cheek to cheek,
+# marked by hand. The face-crop tests and benchmark paste it into videos.
+ASTRONAUT_FACE_BOX = np.array([180.0, 72.0, 268.0, 170.0])
+# The part of the photograph that is pasted: her head and shoulders.
+_ASTRONAUT_HEAD = (slice(0, 260), slice(100, 360))
+
+
+def grass_background(height: int, width: int) -> np.ndarray:
+    """A (height, width, 3) textured background without a face: scikit-image's grass photograph, tiled and tinted."""
+    from skimage import data
+
+    grass = data.grass()
+    tiles = np.tile(grass, (height // grass.shape[0] + 1, width // grass.shape[1] + 1))[:height, :width]
+    return np.stack([tiles * 0.7, tiles, tiles * 0.5], axis=-1).astype(np.uint8)
+
+
+def face_scene(height: int, width: int, centres, face_height: float) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Frames (T, height, width, 3) of a real face, scikit-image's astronaut (the `dev` extra installs it), pasted on a
+    textured background (its grass texture) with her face `face_height` pixels tall and centred at each of `centres`
+    (x, y), moved inside the frame where it would stick out; and the true face box `x0, y0, x1, y1` of each frame.
+    """
+    import PIL.Image
+    from skimage import data
+
+    head = data.astronaut()[_ASTRONAUT_HEAD]
+    face_box = ASTRONAUT_FACE_BOX - [_ASTRONAUT_HEAD[1].start, _ASTRONAUT_HEAD[0].start] * 2
+    scale = face_height / (face_box[3] - face_box[1])
+    size = (round(head.shape[1] * scale), round(head.shape[0] * scale))
+    head = np.asarray(PIL.Image.fromarray(head).resize(size, PIL.Image.BICUBIC))
+    if head.shape[0] > height or head.shape[1] > width:
+        raise ValueError(f"a face {face_height} px tall does not fit in {width}x{height} frames")
+    background = grass_background(height, width)
+    frames, boxes = [], []
+    for x, y in centres:
+        face = face_box * scale
+        left = int(np.clip(round(x - (face[0] + face[2]) / 2), 0, width - head.shape[1]))
+        top = int(np.clip(round(y - (face[1] + face[3]) / 2), 0, height - head.shape[0]))
+        frame = background.copy()
+        frame[top : top + head.shape[0], left : left + head.shape[1]] = head
+        frames.append(frame)
+        boxes.append(face + [left, top, left, top])
+    return np.stack(frames), np.stack(boxes)
+
+
 def frame_statistics(clips: np.ndarray) -> dict[str, float]:
     """
     For uint8 clips (N, T, H, W, 3): the mean over clips and frames of each frame's brightness and contrast (its own

@@ -22,6 +22,7 @@ import torch
 
 from ..configuration_dfd import CLASS_NAMES
 from ..decoding_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
+from ..faces_dfd import FACE_DETECTOR
 
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,14 @@ class FrameCache:
             "do_center_crop": processor.do_center_crop,
             "crop_size": dict(processor.crop_size) if processor.do_center_crop else None,
         }
+        if processor.crop != "frame":
+            # Only then, so that the caches of whole frames written before face crops existed stay valid.
+            settings["crop"] = {
+                "crop": processor.crop,
+                "face_margin": processor.face_margin,
+                "face_choice": processor.face_choice,
+                "detector": FACE_DETECTOR,
+            }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         self.directory = Path(cache_dir) / f"frames-{processor.num_frames}x{size.height}x{size.width}-{digest}"
         self.processor = processor
