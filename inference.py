@@ -24,6 +24,7 @@ import torch
 from .decoding_dfd import (
     VideoDecodeError,
     VideoInfo,
+    decode_video,
     decoding_threads,
     probe_video,
     read_video,
@@ -239,10 +240,11 @@ class VideoScorer:
     def predict(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
-        a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the
-        handler checks the duration) does not have the file demuxed again.
+        a path (a video file or a frame folder), or the `VideoInfo` that `probe_video` returned for it, so that a
+        caller who checked it first (the handler checks the duration) does not have the file demuxed again.
         """
-        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode")
+        try:
             waiting, waiting_windows = [], 0
             prepare = functools.partial(self._prepare, num_windows=num_windows)
             for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
@@ -252,6 +254,10 @@ class VideoScorer:
                     yield from self._score(waiting)
                     waiting, waiting_windows = [], 0
             yield from self._score(waiting)
+        finally:
+            # Stopped early (Ctrl-C, an error, a caller that stops reading): queued decodes are dropped and running
+            # ones are not waited for, so the caller can go on (or exit) at once.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _prepare(self, video, num_windows: int) -> _PreparedVideo | VideoError:
         """Decode every window's frames in one pass over the file, then resize and normalise them with the processor."""
@@ -259,15 +265,20 @@ class VideoScorer:
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
-            info = video if probed else probe_video(path)
-            indices = window_frame_indices(info.total_frames, num_frames, num_windows)
-            decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
+            if not probed and os.path.isdir(path):  # a frame folder: its images in name order, untimed
+                decoded = decode_video(
+                    path, lambda total: window_frame_indices(total, num_frames, num_windows).reshape(-1)
+                )
+            else:
+                info = video if probed else probe_video(path)
+                indices = window_frame_indices(info.total_frames, num_frames, num_windows)
+                decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
         except VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
             return VideoError(path, error.reason)
         windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
         pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
-        timestamps = decoded.timestamps.reshape(num_windows, num_frames)
-        return _PreparedVideo(path, pixel_values, timestamps, info.duration)
+        timestamps = np.full(len(decoded.indices), np.nan) if decoded.timestamps is None else decoded.timestamps
+        return _PreparedVideo(path, pixel_values, timestamps.reshape(num_windows, num_frames), decoded.duration)
 
     @torch.inference_mode()
     def _score(self, prepared: list[_PreparedVideo | VideoError]) -> Iterator[VideoPrediction | VideoError]:

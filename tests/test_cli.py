@@ -168,8 +168,9 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
         assert record["most_suspicious"] == suspicious
         assert record["scores"]["fake"] == pytest.approx(record["fake_probability"])
 
-    assert sorted(p.name for p in plots.iterdir()) == ["long.png", "short.png"]
-    for png in plots.iterdir():
+    pngs = sorted(str(path.relative_to(plots)) for path in plots.rglob("*.png"))
+    assert pngs == ["short.mp4.png", "sub/long.mp4.png"]  # named after the videos' paths under the shared folder
+    for png in plots.rglob("*.png"):
         content = png.read_bytes()
         assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 1000
 
