@@ -232,6 +232,7 @@ def test_predict_splits_videos_between_processes_and_merges_them(
     rows = list(csv.DictReader(io.StringIO(output.read_text())))  # the format follows the .csv extension
     assert [row["path"] for row in rows] == paths
     assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
+    assert [path.name for path in tmp_path.iterdir()] == ["merged.csv"]  # every process's journal is removed
     for row in (rows[0], rows[2]):
         assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
 

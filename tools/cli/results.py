@@ -123,6 +123,9 @@ class ResultFiles:
 
     def open(self):
         """Create (or continue) this process's journal: the proof, before any scoring, that --output is writable."""
+        ancestor = next(folder for folder in self.output.absolute().parents if folder.exists())
+        if not ancestor.is_dir():
+            raise CommandError(f"--output {self.output}: cannot write there ({ancestor} is not a folder)")
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.journal, "a+", encoding="utf-8")
