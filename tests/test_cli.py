@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -381,6 +383,32 @@ def test_convert_refuses_a_checkpoint_that_needs_code(tiny_detector_dir, tmp_pat
     result = dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", tiny_detector_dir)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {tmp_path / 'best_model.pt'}: refused: unpickling it would run code (")
-    assert "NotATensor" in line
+    assert line.startswith(f"error: {tmp_path / 'best_model.pt'}: refused: unpickling it needs code (")
+    assert "NotATensor" in line and "weights_only" not in line
     assert not output.exists()
+
+
+class CallsTheSystem:
+    """Unpickled, this calls os.getcwd (a harmless stand-in for os.system): a module torch blocks outright."""
+
+    def __reduce__(self):
+        return os.getcwd, ()
+
+
+def test_convert_never_advises_loading_with_weights_only_false(tiny_detector_dir, tmp_path, run_dfd):
+    """torch's refusal says re-running with weights_only=False "will likely succeed": that advice runs the code."""
+    torch.save({"model_state_dict": CallsTheSystem()}, tmp_path / "calls.pt")
+    with open(tmp_path / "plain.pkl", "wb") as file:  # a plain pickle of an object, not written by torch.save
+        pickle.dump({"model_state_dict": NotATensor()}, file, protocol=4)
+    expected = {"calls.pt": "(posix.getcwd)", "plain.pkl": "(pickle opcode 149)"}
+    for name, needs in expected.items():
+        status, out, err = run_dfd("convert", tmp_path / name, "--output", tmp_path / "out", "--config", tiny_detector_dir)
+        assert (status, out) == (1, "")
+        assert err == (
+            f"error: {tmp_path / name}: refused: unpickling it needs code {needs}, which could do anything; only "
+            "tensors and plain containers are loaded\n"
+        )
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "calls.pt").read_bytes()[:100])
+    status, _, err = run_dfd("convert", tmp_path / "cut.pt", "--output", tmp_path / "out", "--config", tiny_detector_dir)
+    assert status == 1 and "not a PyTorch checkpoint holding only tensors" in err and "weights_only" not in err
+    assert not (tmp_path / "out").exists()
