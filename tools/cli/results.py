@@ -152,12 +152,18 @@ class ResultFiles:
         return None
 
     def close(self):
+        """Close the journal; one that holds nothing (a run stopped before its first result) is removed."""
         if self.file is not None:
             try:
                 self.file.close()
             except OSError:
                 pass
             self.file = None
+        try:
+            if self.journal.stat().st_size == 0:
+                self.journal.unlink()
+        except OSError:
+            pass
 
     def write(self, text: str, complete: bool):
         """
