@@ -401,14 +401,15 @@ def test_convert_never_advises_loading_with_weights_only_false(tiny_detector_dir
     with open(tmp_path / "plain.pkl", "wb") as file:  # a plain pickle of an object, not written by torch.save
         pickle.dump({"model_state_dict": NotATensor()}, file, protocol=4)
     expected = {"calls.pt": "(posix.getcwd)", "plain.pkl": "(pickle opcode 149)"}
+    convert = ["--output", tmp_path / "out", "--config", tiny_detector_dir]
     for name, needs in expected.items():
-        status, out, err = run_dfd("convert", tmp_path / name, "--output", tmp_path / "out", "--config", tiny_detector_dir)
+        status, out, err = run_dfd("convert", tmp_path / name, *convert)
         assert (status, out) == (1, "")
         assert err == (
             f"error: {tmp_path / name}: refused: unpickling it needs code {needs}, which could do anything; only "
             "tensors and plain containers are loaded\n"
         )
     (tmp_path / "cut.pt").write_bytes((tmp_path / "calls.pt").read_bytes()[:100])
-    status, _, err = run_dfd("convert", tmp_path / "cut.pt", "--output", tmp_path / "out", "--config", tiny_detector_dir)
+    status, _, err = run_dfd("convert", tmp_path / "cut.pt", *convert)
     assert status == 1 and "not a PyTorch checkpoint holding only tensors" in err and "weights_only" not in err
     assert not (tmp_path / "out").exists()

@@ -98,7 +98,8 @@ def read_only_folder(tmp_path):
     """A folder no one may write in, even root: a read-only tmpfs (needs root; skipped elsewhere)."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]).returncode:
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount).returncode:
         pytest.skip("mounting a read-only tmpfs needs root")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)

@@ -120,7 +120,7 @@ def read_jsonl(path):
 
 
 def eval_metrics(folder):
-    """The eval_* numbers of a training run's export (OUT/model/metrics.json) or of a --do_eval run (OUT/metrics.json)."""
+    """The eval_* numbers of a training run's export (OUT/model/metrics.json), or of a --do_eval run (OUT/...)."""
     path = folder / "model" / "metrics.json" if (folder / "model").is_dir() else folder / "metrics.json"
     return {k: v for k, v in json.loads(path.read_text()).items() if k.startswith("eval_")}
 
