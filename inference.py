@@ -8,6 +8,7 @@ from an exported model folder, where the handler loads it through transformers' 
 import functools
 import itertools
 import math
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ import torch
 from .decoding_dfd import (
     VideoDecodeError,
     VideoInfo,
+    decode_video,
     decoding_threads,
     environment_flag,  # the handler reads DFD_ALLOW_LOCAL_PATHS through this module
     environment_number,
@@ -230,10 +232,11 @@ class VideoScorer:
     def predict(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
-        a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the
-        handler checks the duration) does not have the file demuxed again.
+        a path (a video file or a frame folder), or the `VideoInfo` that `probe_video` returned for it, so that a
+        caller who checked it first (the handler checks the duration) does not have the file demuxed again.
         """
-        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode") as pool:
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode")
+        try:
             waiting, waiting_windows = [], 0
             prepare = functools.partial(self._prepare, num_windows=num_windows)
             for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
@@ -243,6 +246,10 @@ class VideoScorer:
                     yield from self._score(waiting)
                     waiting, waiting_windows = [], 0
             yield from self._score(waiting)
+        finally:
+            # Stopped early (Ctrl-C, an error, a caller that stops reading): queued decodes are dropped and running
+            # ones are not waited for, so the caller can go on (or exit) at once.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _prepare(self, video, num_windows: int) -> _PreparedVideo | VideoError:
         """
@@ -253,13 +260,18 @@ class VideoScorer:
         path = video.path if probed else str(video)
         num_frames = self.processor.num_frames
         try:
-            info = video if probed else probe_video(path)
-            indices = window_frame_indices(info.total_frames, num_frames, num_windows)
-            if self.limits is not None:
-                self.limits.check_decoding(info, indices)
             # Processors saved before `resize_frame` existed resize after decoding, as they always did.
             resize = getattr(self.processor, "resize_frame", None)
-            decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads, transform=resize)
+            if not probed and os.path.isdir(path):  # a frame folder: its images in name order, untimed
+                decoded = decode_video(
+                    path, lambda total: window_frame_indices(total, num_frames, num_windows).reshape(-1), resize
+                )
+            else:
+                info = video if probed else probe_video(path)
+                indices = window_frame_indices(info.total_frames, num_frames, num_windows)
+                if self.limits is not None:
+                    self.limits.check_decoding(info, indices)
+                decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads, transform=resize)
             windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
             pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
         except VideoDecodeError as error:
@@ -267,8 +279,8 @@ class VideoScorer:
         except Exception as error:  # MemoryError included: one video never stops a batch
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}".rstrip(": ")
             return VideoError(path, " ".join(reason.split()))
-        timestamps = decoded.timestamps.reshape(num_windows, num_frames)
-        return _PreparedVideo(path, pixel_values, timestamps, info.duration)
+        timestamps = np.full(len(decoded.indices), np.nan) if decoded.timestamps is None else decoded.timestamps
+        return _PreparedVideo(path, pixel_values, timestamps.reshape(num_windows, num_frames), decoded.duration)
 
     @torch.inference_mode()
     def _score(self, prepared: list[_PreparedVideo | VideoError]) -> Iterator[VideoPrediction | VideoError]:

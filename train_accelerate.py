@@ -10,11 +10,13 @@ device with 2 accumulation steps, AdamW (weight decay 0.05, none on biases and n
 10% linear warmup, 12 epochs, cross-entropy with label smoothing 0.1, gradient clipping at 1.0, class-balanced
 sampling, video-level flip + brightness jitter, bf16 mixed precision where the GPU supports it, seed 42.
 
-Writes into OUT: model/ (the best checkpoint, Hub-ready with a model card), metrics.json, roc_curve.png, log.jsonl,
-runs/ (tensorboard) and checkpoints/ (resumable with --resume_from_checkpoint).
+Writes into OUT: model/ (the best checkpoint, Hub-ready with a model card, and the metrics.json and roc_curve.png of
+its validation, replaced in one step with it), log.jsonl, runs/ (tensorboard) and checkpoints/ (resumable with
+--resume_from_checkpoint). --do_eval writes metrics.json and roc_curve.png into OUT.
 """
 
 import argparse
+import errno
 import importlib.resources
 import importlib.util
 import json
@@ -26,6 +28,7 @@ import shlex
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +93,7 @@ CARD_METRICS = {
 }
 # The model-index name of an export that has no --hub_model_id.
 MODEL_CARD_TEMPLATE = importlib.resources.files("dfd.tools") / "model_card.md"
+EXPORT_NAME = "model"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Written last into a checkpoint: a checkpoint folder without it is incomplete and never resumed from.
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -266,7 +270,8 @@ def add_checkpoint_arguments(group):
     group.add_argument(
         "--overwrite_output_dir",
         action="store_true",
-        help="Start over in an --output_dir that holds checkpoints of an earlier run (they are deleted).",
+        help="Start over in an --output_dir that holds checkpoints of an earlier run (they are deleted) or its export "
+        "(OUT/model, replaced once the new one is ready).",
     )
     group.add_argument(
         "--do_eval", action="store_true", help="Only evaluate --model_path on --eval_dir (or --dataset_name)."
@@ -363,24 +368,77 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
+def remove_leftovers(output_dir: Path) -> Path | None:
+    """
+    What a killed run leaves in OUT: staging folders of an export (`.model.tmp-*`) or a checkpoint (`.tmp-*`) and
+    half-written files (`.<name>.*.tmp`). An earlier export caught while being replaced (`model/` moved aside to
+    `.model.old-*`, the new one not in place yet) is put back, since it is then the only export there is; returns
+    where it was found, if so.
+    """
+    export, restored = output_dir / EXPORT_NAME, None
+    for previous in sorted(output_dir.glob(f".{EXPORT_NAME}.old-*")):
+        if export.exists():
+            shutil.rmtree(previous)
+        else:
+            previous.rename(export)
+            restored = previous
+    checkpoints_dir = output_dir / "checkpoints"
+    leftovers = [*output_dir.glob(f".{EXPORT_NAME}.tmp-*"), *output_dir.glob(".*.tmp"), *checkpoints_dir.glob(".tmp-*")]
+    for leftover in leftovers:
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return restored
+
+
 def prepare_output_dir(args, accelerator) -> Path:
-    """Create --output_dir and return its checkpoints folder, refusing to mix a new run with an earlier run's."""
+    """
+    Create --output_dir and return its checkpoints folder, after removing what a killed run left there, and refusing
+    to mix a new run with an earlier run's checkpoints or to replace its export unless asked.
+    """
     output_dir = Path(args.output_dir)
     checkpoints_dir = output_dir / "checkpoints"
-    earlier_run = not args.do_eval and not args.resume_from_checkpoint and complete_checkpoints(checkpoints_dir)
+    if accelerator.is_main_process and output_dir.is_dir() and (restored := remove_leftovers(output_dir)):
+        logger.warning(f"Restored {output_dir / EXPORT_NAME} from {restored.name}, left by a run killed replacing it")
+    accelerator.wait_for_everyone()
+    new_run = not args.do_eval and not args.resume_from_checkpoint
+    earlier_run = new_run and complete_checkpoints(checkpoints_dir)
     if earlier_run and not args.overwrite_output_dir:
         raise SystemExit(
             f"{checkpoints_dir} holds checkpoints of an earlier run: continue it with --resume_from_checkpoint "
             "latest, or start over with --overwrite_output_dir"
         )
+    if new_run and (output_dir / EXPORT_NAME).exists() and not args.overwrite_output_dir:
+        raise SystemExit(
+            f"{output_dir / EXPORT_NAME} holds the export of an earlier run: start over with --overwrite_output_dir "
+            "(it is replaced once the new export is ready), or choose another --output_dir"
+        )
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if earlier_run:
             shutil.rmtree(checkpoints_dir)
-        for leftover in checkpoints_dir.glob(".tmp-*") if checkpoints_dir.is_dir() else []:
-            shutil.rmtree(leftover)  # staging folders of a run killed mid-save
     accelerator.wait_for_everyone()
     return checkpoints_dir
+
+
+# Free space under which a failed write is taken for a full disk (torch reports one as "basic_ios::clear: iostream
+# error", without the system's reason).
+FULL_DISK_BYTES = 1 << 20
+
+
+@contextmanager
+def reporting_full_disk(path: Path, what: str):
+    """A write of `what` into `path` that fails on a full disk ends the run with one line saying so."""
+    try:
+        yield
+    except Exception as error:
+        existing = next(folder for folder in (path, *path.parents) if folder.exists())
+        free = shutil.disk_usage(existing).free
+        out_of_space = getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+        if not (out_of_space or free < FULL_DISK_BYTES):
+            raise
+        raise SystemExit(
+            f"{path}: no space left on the device ({free:,} bytes free) while writing {what}; free some space, then "
+            "continue with --resume_from_checkpoint latest"
+        ) from None
 
 
 # Model
@@ -638,10 +696,12 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, trainer_state: dict, tot
     """
     name = f"{CHECKPOINT_PREFIX}{trainer_state['global_step']}"
     staging, final = checkpoints_dir / f".tmp-{name}", checkpoints_dir / name
-    accelerator.save_state(str(staging))
+    with reporting_full_disk(staging, "a checkpoint"):
+        accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(staging / TRAINER_STATE_NAME, trainer_state)
+        with reporting_full_disk(staging, "a checkpoint"):
+            write_json(staging / TRAINER_STATE_NAME, trainer_state)
         if final.exists():  # re-saved after resuming from an earlier checkpoint
             shutil.rmtree(final)
         staging.rename(final)
@@ -901,7 +961,8 @@ def export_model(args, checkpoint: Path):
 def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dataloader, state: dict, run: dict):
     """
     Evaluate the best checkpoint once more, so that every reported number belongs to the exported weights, then
-    export it with its model card, metrics.json and roc_curve.png.
+    export it with its model card, metrics.json and roc_curve.png, all in the export folder, which replaces the
+    previous one in one step: a run killed at any point leaves the previous set of files or the new one, not a mix.
     """
     output_dir = Path(args.output_dir)
     best_checkpoint = output_dir / "checkpoints" / state["best_checkpoint"]
@@ -921,14 +982,19 @@ def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dat
     results.update(eval_samples=len(labels), train_samples=sum(run["data"]["train"].values()), **summary)
     model_to_export = export_model(args, best_checkpoint)
     readme = model_card(args, model_to_export, summary, metrics)
-    export_dir = save_detector(model_to_export, processor, output_dir / "model", readme=readme)
-    write_json(output_dir / "metrics.json", results)
-    plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
+    extra_files = {
+        "metrics.json": lambda path: write_json(path, results),
+        "roc_curve.png": lambda path: plot_roc_curve(labels, scores, metrics, path),
+    }
+    with reporting_full_disk(output_dir / EXPORT_NAME, "the export"):
+        export_dir = save_detector(
+            model_to_export, processor, output_dir / EXPORT_NAME, readme=readme, extra_files=extra_files
+        )
     logger.info(
         f"Done in {state['train_runtime'] / 60:.1f} min: best {args.metric_for_best_model} "
         f"{metrics[args.metric_for_best_model]:.4f} at epoch {state['best_epoch']} ({best_checkpoint.name}); "
-        f"{run['skipped_videos']} unreadable video(s) skipped. Exported to {export_dir}, metrics in "
-        f"{output_dir}/metrics.json"
+        f"{run['skipped_videos']} unreadable video(s) skipped. Exported to {export_dir}, with its metrics.json and "
+        "roc_curve.png"
     )
 
 
@@ -1104,7 +1170,7 @@ def main(argv=None):
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        push_export(args, Path(args.output_dir) / "model")
+        push_export(args, Path(args.output_dir) / EXPORT_NAME)
 
 
 if __name__ == "__main__":

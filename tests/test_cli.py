@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -168,8 +170,9 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
         assert record["most_suspicious"] == suspicious
         assert record["scores"]["fake"] == pytest.approx(record["fake_probability"])
 
-    assert sorted(p.name for p in plots.iterdir()) == ["long.png", "short.png"]
-    for png in plots.iterdir():
+    pngs = sorted(str(path.relative_to(plots)) for path in plots.rglob("*.png"))
+    assert pngs == ["short.mp4.png", "sub/long.mp4.png"]  # named after the videos' paths under the shared folder
+    for png in plots.rglob("*.png"):
         content = png.read_bytes()
         assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 1000
 
@@ -231,6 +234,7 @@ def test_predict_splits_videos_between_processes_and_merges_them(
     rows = list(csv.DictReader(io.StringIO(output.read_text())))  # the format follows the .csv extension
     assert [row["path"] for row in rows] == paths
     assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
+    assert [path.name for path in tmp_path.iterdir()] == ["merged.csv"]  # every process's journal is removed
     for row in (rows[0], rows[2]):
         assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
 
@@ -379,6 +383,33 @@ def test_convert_refuses_a_checkpoint_that_needs_code(tiny_detector_dir, tmp_pat
     result = dfd("convert", tmp_path / "best_model.pt", "--output", output, "--config", tiny_detector_dir)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {tmp_path / 'best_model.pt'}: refused: unpickling it would run code (")
-    assert "NotATensor" in line
+    assert line.startswith(f"error: {tmp_path / 'best_model.pt'}: refused: unpickling it needs code (")
+    assert "NotATensor" in line and "weights_only" not in line
     assert not output.exists()
+
+
+class CallsTheSystem:
+    """Unpickled, this calls os.getcwd (a harmless stand-in for os.system): a module torch blocks outright."""
+
+    def __reduce__(self):
+        return os.getcwd, ()
+
+
+def test_convert_never_advises_loading_with_weights_only_false(tiny_detector_dir, tmp_path, run_dfd):
+    """torch's refusal says re-running with weights_only=False "will likely succeed": that advice runs the code."""
+    torch.save({"model_state_dict": CallsTheSystem()}, tmp_path / "calls.pt")
+    with open(tmp_path / "plain.pkl", "wb") as file:  # a plain pickle of an object, not written by torch.save
+        pickle.dump({"model_state_dict": NotATensor()}, file, protocol=4)
+    expected = {"calls.pt": "(posix.getcwd)", "plain.pkl": "(pickle opcode 149)"}
+    convert = ["--output", tmp_path / "out", "--config", tiny_detector_dir]
+    for name, needs in expected.items():
+        status, out, err = run_dfd("convert", tmp_path / name, *convert)
+        assert (status, out) == (1, "")
+        assert err == (
+            f"error: {tmp_path / name}: refused: unpickling it needs code {needs}, which could do anything; only "
+            "tensors and plain containers are loaded\n"
+        )
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "calls.pt").read_bytes()[:100])
+    status, _, err = run_dfd("convert", tmp_path / "cut.pt", *convert)
+    assert status == 1 and "not a PyTorch checkpoint holding only tensors" in err and "weights_only" not in err
+    assert not (tmp_path / "out").exists()

@@ -119,11 +119,13 @@ def test_predict_explain_writes_one_png_per_flagged_window(detector, long_fake, 
     command += ["--device", "cpu", "--windows", "2", "--explain", tmp_path / "explained", "--format", "json"]
     result = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(path.name for path in (tmp_path / "explained").iterdir()) == [
-        f"{fake.stem}-window1.png",
-        f"{fake.stem}-window2.png",
+    # Named as --plot names its PNGs (the video's path under the folder the inputs share), one per flagged window.
+    assert sorted(path.name for path in (tmp_path / "explained").rglob("*.png")) == [
+        f"{fake.name}-window1.png",
+        f"{fake.name}-window2.png",
     ]
-    with Image.open(tmp_path / "explained" / f"{fake.stem}-window1.png") as image:
+    (first,) = (tmp_path / "explained").rglob(f"{fake.name}-window1.png")
+    with Image.open(first) as image:
         assert image.format == "PNG" and image.width > 4 * IMAGE_SIZE and image.height > IMAGE_SIZE
 
 

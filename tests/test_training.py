@@ -119,8 +119,10 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def eval_metrics(output_dir):
-    return {k: v for k, v in json.loads((output_dir / "metrics.json").read_text()).items() if k.startswith("eval_")}
+def eval_metrics(folder):
+    """The eval_* numbers of a training run's export (OUT/model/metrics.json), or of a --do_eval run (OUT/...)."""
+    path = folder / "model" / "metrics.json" if (folder / "model").is_dir() else folder / "metrics.json"
+    return {k: v for k, v in json.loads(path.read_text()).items() if k.startswith("eval_")}
 
 
 @pytest.fixture(scope="module")
@@ -135,14 +137,14 @@ def test_run_trains_evaluates_checkpoints_and_exports(trained, data):
     output_dir, result = trained
     for name in ("config.json", "model.safetensors", "video_preprocessor_config.json", "README.md", "modeling_dfd.py"):
         assert (output_dir / "model" / name).is_file(), name
-    assert (output_dir / "roc_curve.png").read_bytes().startswith(b"\x89PNG")
+    assert (output_dir / "model" / "roc_curve.png").read_bytes().startswith(b"\x89PNG")
     assert list((output_dir / "runs").rglob("events.out.tfevents*")), "no tensorboard log"
 
     log = read_jsonl(output_dir / "log.jsonl")
     assert [entry["epoch"] for entry in log] == [1, 2, 3, 4]
     assert [entry["step"] for entry in log] == [4, 8, 12, 16]
 
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+    metrics = json.loads((output_dir / "model" / "metrics.json").read_text())
     assert metrics["data"] == {"train": {"real": 7, "fake": 6}, "validation": {"real": 3, "fake": 3}}
     assert metrics["eval_samples"] == 6 and metrics["global_step"] == 16
     best = max(log, key=lambda entry: entry["eval_roc_auc"])  # the first epoch reaching the best ROC AUC
@@ -185,7 +187,7 @@ def test_model_card(trained, data, cache_dir, tiny_clip_dir):
     assert card["pipeline_tag"] == "video-classification"
     assert "deepfake-detection" in card["tags"]
     results = {m["type"]: m["value"] for m in card["model-index"][0]["results"][0]["metrics"]}
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+    metrics = json.loads((output_dir / "model" / "metrics.json").read_text())
     assert results["roc_auc"] == round(metrics["eval_roc_auc"], 4)
     assert results["recall_real"] == round(metrics["eval_recall_real"], 4)
     assert "| train | 7 | 6 | 13 |" in body and "| validation | 3 | 3 | 6 |" in body
@@ -222,7 +224,7 @@ def test_model_card_keeps_hub_ids(trained, source_args, base_model, source, tmp_
     args = parse_args(
         ["--train_dir", "videos", "--output_dir", "adapters", "--hub_model_id", "org/tiny-dfd", *source_args]
     )
-    results = json.loads((output_dir / "metrics.json").read_text())
+    results = json.loads((output_dir / "model" / "metrics.json").read_text())
     metrics = {name.removeprefix("eval_"): value for name, value in results.items() if name.startswith("eval_")}
     del metrics["samples"]
     model = DFDForVideoClassification.from_pretrained(output_dir / "model")
@@ -301,7 +303,7 @@ def test_sigkill_then_resume_reaches_the_same_result(trained, train_args, tmp_pa
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    assert not (output_dir / "metrics.json").exists(), "the run finished before it could be killed"
+    assert not (output_dir / "model").exists(), "the run finished before it could be killed"
     # A checkpoint cut short (no trainer_state.json) must never be picked up as the latest.
     (checkpoints / "checkpoint-999").mkdir()
     (checkpoints / "checkpoint-999" / "optimizer.bin").write_bytes(b"half written")
@@ -363,7 +365,7 @@ def test_failed_push_keeps_the_export_and_says_how_to_retry(bf16_run_with_failed
         "model.safetensors",
         "README.md",
     }
-    assert (output_dir / "metrics.json").is_file()
+    assert (output_dir / "model" / "metrics.json").is_file()
 
 
 def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
@@ -380,11 +382,11 @@ def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
     assert "(2 processes" in result.stderr
     assert result.stderr.count("Exported to") == 1
     assert len(read_jsonl(output_dir / "log.jsonl")) == 1
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+    metrics = json.loads((output_dir / "model" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["eval_samples"] == 6  # 6 = 4 + 2: no padding duplicates
     assert (output_dir / "model" / "model.safetensors").is_file()
     written = {path.name for path in output_dir.iterdir()}
-    assert written == {"checkpoints", "log.jsonl", "metrics.json", "model", "roc_curve.png"}
+    assert written == {"checkpoints", "log.jsonl", "model"}
     assert (output_dir / "checkpoints" / "checkpoint-2" / "random_states_1.pkl").is_file()
 
 

@@ -292,7 +292,7 @@ def evaluate_step(output_dir: Path) -> dict[str, dict]:
         run_in_parallel({f"{name}_eval": eval_command(name, output_dir) for name in MODELS}, output_dir / "logs")
     results = {}
     for name in MODELS:
-        training = json.loads((output_dir / "runs" / name / "metrics.json").read_text())
+        training = json.loads((output_dir / "runs" / name / "model" / "metrics.json").read_text())
         test = json.loads((output_dir / "evals" / name / "metrics.json").read_text())
         results[name] = {
             "roc_auc": test["eval_roc_auc"],

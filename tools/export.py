@@ -76,12 +76,14 @@ def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
     (folder / "requirements.txt").write_text(endpoint_requirements(extras), encoding="utf-8")
 
 
-def save_detector(model, processor, output_dir, readme: str | None = None) -> Path:
+def save_detector(model, processor, output_dir, readme: str | None = None, extra_files: dict | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: `model` (model.safetensors, config.json, configuration_dfd.py,
     modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py,
     fetching_dfd.py, faces_dfd.py), the Inference Endpoints files (handler.py, inference.py, requirements.txt, which
-    lists the face detector when the processor crops faces), and README.md when given.
+    lists the face detector when the processor crops faces), and README.md when given. `extra_files`: name ->
+    function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
+    the weights are replaced together with them.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
@@ -97,6 +99,8 @@ def save_detector(model, processor, output_dir, readme: str | None = None) -> Pa
         _copy_endpoint_files(staging, extras=("face",) if processor.crop == "face" else ())
         if readme is not None:
             (staging / "README.md").write_text(readme, encoding="utf-8")
+        for name, write in (extra_files or {}).items():
+            write(staging / name)
         for path in staging.iterdir():
             if path.is_file():
                 path.chmod(0o666 & ~UMASK)

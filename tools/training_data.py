@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from functools import lru_cache, partial
@@ -266,9 +267,32 @@ class FrameCache:
             desc="Decoding videos into the frame cache",
         )
 
+    @staticmethod
+    def _staging_prefix(pid: int) -> str:
+        return f".tmp-shard-{socket.gethostname()}-{pid}-"
+
+    def remove_leftovers(self):
+        """
+        Staging folders of decodes killed before they finished. The cache is shared by runs, so only those whose
+        process is gone (on this machine) are removed; another run's decode in progress keeps its folder.
+        """
+        for staging in self.directory.glob(".tmp-shard-*") if self.directory.is_dir() else []:
+            owner = staging.name.removeprefix(".tmp-shard-").rsplit("-", 2)
+            if len(owner) == 3 and owner[1].isdigit():
+                if not staging.name.startswith(self._staging_prefix(int(owner[1]))):
+                    continue  # another machine's (a cache on a shared file system)
+                try:
+                    os.kill(int(owner[1]), 0)
+                    continue  # still running
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue  # running, as another user
+            shutil.rmtree(staging, ignore_errors=True)
+
     def _decode_new_shard(self, videos: list[str], keys: list[str], num_proc: int | None):
         self.directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-shard-", dir=self.directory))
+        staging = Path(tempfile.mkdtemp(prefix=self._staging_prefix(os.getpid()), dir=self.directory))
         try:
             parallel = num_proc if num_proc and num_proc > 1 and len(videos) > 1 else None
             try:
@@ -296,6 +320,7 @@ class FrameCache:
         None when unreadable, the one-line reasons of the unreadable ones).
         """
         keys = [self.video_key(video) for video in videos]
+        self.remove_leftovers()
         frames, row_of_key = self._open()
         new = {key: video for key, video in zip(keys, videos) if key not in row_of_key}
         if new:

@@ -4,7 +4,9 @@ import argparse
 import json
 import math
 import os
+import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,16 +37,22 @@ def load_legacy_state_dict(path: str) -> dict:
     if not os.path.isfile(path):
         raise CommandError(f"{path}: file not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a file that is refused anyway
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if unsupported:
+        # torch's own message advises loading with weights_only=False, i.e. running the code: it is never passed on.
+        text = " ".join(str(error).split())
+        if isinstance(error, pickle.UnpicklingError):  # what the weights-only unpickler refuses
+            code = re.search(r"GLOBAL (\S+)", text)
+            opcode = re.search(r"Unsupported operand (\d+)", text)
+            needs = code.group(1) if code else f"pickle opcode {opcode.group(1)}" if opcode else "unknown objects"
             raise CommandError(
-                f"{path}: refused: unpickling it would run code ({unsupported.group(1)}); only tensors and plain "
-                "containers are loaded (weights_only=True)"
+                f"{path}: refused: unpickling it needs code ({needs}), which could do anything; only tensors and "
+                "plain containers are loaded"
             ) from None
-        reason = " ".join(f"{type(error).__name__}: {error}".split())
-        raise CommandError(f"{path}: not a PyTorch checkpoint loadable with weights_only=True ({reason})") from None
+        reason = f"{type(error).__name__}: {text}" if "weights_only" not in text else type(error).__name__
+        raise CommandError(f"{path}: not a PyTorch checkpoint holding only tensors ({reason})") from None
     if not isinstance(checkpoint, dict):
         checkpoint = {}
     for key in ("model_state_dict", "state_dict"):  # a training checkpoint, as in the model card's usage

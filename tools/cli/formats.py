@@ -1,4 +1,7 @@
-"""`dfd predict`'s output formats: an aligned table for the terminal, JSON (every window), CSV (one row per video)."""
+"""
+`dfd predict`'s output formats: an aligned table for the terminal, JSON and JSON Lines (every window), CSV (one row per
+video). Each is a function of the records, so the streamed records rebuild any of them.
+"""
 
 import csv
 import io
@@ -34,6 +37,11 @@ def format_table(records: list[dict], num_windows: int) -> str:
 
 def format_json(records: list[dict], num_windows: int) -> str:
     return json.dumps(records, indent=2) + "\n"
+
+
+def format_jsonl(records: list[dict], num_windows: int) -> str:
+    """One record per line: the form `dfd predict` streams results in (see tools/cli/results.py)."""
+    return "".join(json.dumps(record) + "\n" for record in records)
 
 
 CSV_COLUMNS = [
@@ -76,4 +84,4 @@ def format_csv(records: list[dict], num_windows: int) -> str:
     return buffer.getvalue()
 
 
-FORMATTERS = {"table": format_table, "json": format_json, "csv": format_csv}
+FORMATTERS = {"table": format_table, "json": format_json, "jsonl": format_jsonl, "csv": format_csv}

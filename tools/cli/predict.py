@@ -1,7 +1,6 @@
 """`dfd predict`: label videos real or fake, on one device or split between the processes of `accelerate launch`."""
 
 import argparse
-import glob
 import os
 import sys
 from pathlib import Path
@@ -12,65 +11,16 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype, flagged_windows
-from ..files import write_atomically
 from ..loading import load_detector
 from ..plots import write_explanation, write_plot
 from .common import CommandError, UsageError, positive_int
 from .formats import FORMATTERS
+from .inputs import VIDEO_EXTENSIONS, expand_inputs
+from .results import ResultFiles, check_plot_folder, describe, plot_file_names
 
 
 DEFAULT_MODEL = "Arko007/deepfake-detector-dfd-sota"
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
-
-
-def expand_inputs(patterns: list[str]) -> list[str | VideoError]:
-    """
-    Video paths from files, folders (searched recursively for video extensions) and glob patterns, in the order
-    given, without duplicates. An input that names nothing becomes a `VideoError` in its place.
-    """
-    entries, seen = [], set()
-
-    def add(path: str):
-        if path not in seen:
-            seen.add(path)
-            entries.append(path)
-
-    def add_folder(folder: str):
-        # Hidden files are skipped: partial downloads, macOS `._name.mp4` metadata files.
-        videos = sorted(
-            str(path)
-            for path in Path(folder).rglob("*")
-            if path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".") and path.is_file()
-        )
-        if not videos:
-            entries.append(VideoError(folder, f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in folder"))
-        for video in videos:
-            add(video)
-
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            add_folder(pattern)
-        elif os.path.exists(pattern):
-            add(pattern)
-        elif glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
-            if not matches:
-                entries.append(VideoError(pattern, "no file matches this pattern"))
-            for match in matches:
-                add_folder(match) if os.path.isdir(match) else add(match)
-        else:
-            entries.append(VideoError(pattern, "file not found"))
-    return entries
-
-
-def plot_file_names(videos: list[str]) -> list[str]:
-    """`<stem>.png` for every video; videos sharing a stem get `<stem>-2.png`, `<stem>-3.png`, ..."""
-    names, counts = [], {}
-    for video in videos:
-        stem = Path(video).stem
-        counts[stem] = counts.get(stem, 0) + 1
-        names.append(f"{stem}.png" if counts[stem] == 1 else f"{stem}-{counts[stem]}.png")
-    return names
+OUTPUT_FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}
 
 
 def resolve_device(name: str, state: PartialState) -> torch.device:
@@ -100,49 +50,123 @@ def load_scorer(args, device: torch.device) -> VideoScorer:
     return VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
 
 
-def write_explanations(explainer: VideoExplainer, path: str, num_windows: int, folder: Path, plot_name: str):
-    """`<stem>-window<N>.png` in `folder` for each flagged window of the video: its frames with the heatmap overlaid."""
+def write_explanations(explainer: VideoExplainer, path: str, num_windows: int, png_stem: Path):
+    """`<png_stem>-window<N>.png` for each flagged window of the video: its frames with the heatmap overlaid."""
     explanation = next(explainer.explain([path], num_windows))
     if isinstance(explanation, VideoError):  # the file changed or broke since it was scored
-        tqdm.write(f"error: {explanation.path}: cannot explain: {explanation.reason}", file=sys.stderr)
-        return
+        raise ValueError(explanation.reason)
     method = explainer.method.replace("_", " ")
     for window in explanation.windows:
-        png = folder / f"{Path(plot_name).stem}-window{window.window + 1}.png"
+        png = png_stem.with_name(f"{png_stem.name}-window{window.window + 1}.png")
         write_explanation(Path(path).name, window, png, method)
 
 
-def score_share(state: PartialState, scorer: VideoScorer, videos: list[tuple[int, str]], args) -> dict[int, dict]:
-    """This process's share of `videos` ((input index, path) pairs), scored: input index -> record. Writes the plots."""
-    plot_names = plot_file_names([path for _, path in videos]) if args.plot or args.explain else None
-    explainer = VideoExplainer(scorer) if args.explain else None
-    scored = {}
+def keep_result(result, path: str, plot: Path | None, results: ResultFiles | None) -> tuple[dict, bool]:
+    """
+    One video's record, plotted and streamed to the journal. A failure in these steps is this video's one-line error
+    (the batch goes on); returns (record, whether every step succeeded).
+    """
+    try:
+        record = result.to_dict()
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
+        record = VideoError(path, f"cannot report its result ({describe(error)})").to_dict()
+    succeeded = "error" not in record
+    if "error" in record:
+        tqdm.write(f"error: {path}: {record['error']}", file=sys.stderr)
+    elif plot is not None:
+        try:
+            write_plot(record, plot)
+        except Exception as error:  # noqa: BLE001
+            tqdm.write(f"error: {path}: plot {plot} not written ({describe(error)})", file=sys.stderr)
+            succeeded = False
+    if results is not None and (problem := results.append(record)):
+        tqdm.write(f"error: {problem}", file=sys.stderr)
+    return record, succeeded
+
+
+def score_share(state, scorer, videos, args, plots: dict, explanations: dict, results, scored: dict) -> int:
+    """
+    Score this process's share of `videos` ((input index, path) pairs) into `scored` (input index -> record), as
+    they come, so that an interrupted run keeps what it did; explain the flagged windows when asked. Returns how many
+    of them failed.
+    """
+    explainer = VideoExplainer(scorer) if explanations else None
+    failures = 0
     with state.split_between_processes(list(range(len(videos)))) as positions:
         progress = tqdm(
             total=len(positions), unit="video", file=sys.stderr, disable=len(videos) <= 1 or not state.is_main_process
         )
         paths = [videos[position][1] for position in positions]
         for position, result in zip(positions, scorer.predict(paths, args.windows) if paths else ()):
-            record = result.to_dict()
-            if isinstance(result, VideoError):
-                tqdm.write(f"error: {result}", file=sys.stderr)
-            elif args.plot:
-                write_plot(record, Path(args.plot) / plot_names[position])
-            if explainer is not None and not isinstance(result, VideoError) and flagged_windows(result):
-                write_explanations(explainer, paths[position], args.windows, Path(args.explain), plot_names[position])
-            scored[videos[position][0]] = record
+            index, path = videos[position]
+            scored[index], succeeded = keep_result(result, path, plots.get(path), results)
+            if succeeded and explainer is not None and flagged_windows(result):
+                try:
+                    write_explanations(explainer, path, args.windows, explanations[path])
+                except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
+                    tqdm.write(f"error: {path}: cannot explain ({describe(error)})", file=sys.stderr)
+                    succeeded = False
+            failures += not succeeded
             progress.update()
         progress.close()
-    return scored
+    return failures
 
 
-def write_results(records: list[dict], args):
-    output_format = args.format or {".json": "json", ".csv": "csv"}.get(Path(args.output or "").suffix, "table")
+def write_results(records: list[dict], args, output_format: str, results: ResultFiles | None, complete: bool):
     text = FORMATTERS[output_format](records, args.windows)
-    if args.output:
-        write_atomically(args.output, text)
+    if results is not None:
+        results.write(text, complete)
     else:
         sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def prepare_outputs(args, state, entries, output_format: str) -> tuple[ResultFiles | None, dict[str, dict]]:
+    """
+    Check --output and --plot before any video is scored (an input or an unwritable place is refused), and read the
+    videos already scored for --resume. Returns this process's result files and path -> done record.
+    """
+    inputs = [entry for entry in entries if isinstance(entry, str)]
+    results, done = None, {}
+    if args.output:
+        results = ResultFiles(args.output, output_format, state.process_index)
+        results.check(inputs, args.resume)
+        done = results.read_done() if args.resume else {}
+    elif args.resume:
+        raise UsageError("--resume needs --output: it continues the run whose results are in that file")
+    if args.plot:
+        check_plot_folder(args.plot, "--plot")
+    if args.explain:
+        check_plot_folder(args.explain, "--explain")
+    state.wait_for_everyone()  # every process has read the journals before any writes to its own
+    if results is not None:
+        results.open()
+    return results, done
+
+
+def end_early(error: BaseException, state, args, entries, output_format, results, done: dict, scored: dict):
+    """
+    Ctrl-C or a crash while scoring: write the results there are (the journals stay, for --resume), then leave.
+    After Ctrl-C the process exits at once: decodes still running are abandoned rather than waited for.
+    """
+    if results is not None:
+        results.close()
+    if state.is_main_process and scored:
+        # Other processes' records are in their journals; this one's are in `scored` and in its journal.
+        found = {**done, **(results.read_all_journals() if results else {})}
+        found.update((entries[index], record) for index, record in scored.items())
+        records = [found[entry] for entry in entries if isinstance(entry, str) and entry in found]
+        try:
+            write_results(records, args, output_format, results, complete=False)
+        except CommandError as write_error:
+            print(f"error: {write_error}", file=sys.stderr)
+        where = f" to {args.output}; --resume scores the rest" if args.output else ""
+        print(f"wrote the {len(records)} results there are{where}", file=sys.stderr)
+    if isinstance(error, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(130)
 
 
 def run(args) -> int:
@@ -153,26 +177,46 @@ def run(args) -> int:
     # Under `accelerate launch` (or torchrun), every process scores its share of the videos and the main one writes
     # the merged result. Without GPUs, processes talk through gloo, which PartialState only picks with cpu=True.
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    output_format = args.format or OUTPUT_FORMATS.get(Path(args.output or "").suffix.lower(), "table")
     entries = expand_inputs(args.paths)
-    videos = [(index, entry) for index, entry in enumerate(entries) if isinstance(entry, str)]
+    results, done = prepare_outputs(args, state, entries, output_format)
+    paths = [entry for entry in entries if isinstance(entry, str)]
+    plots = dict(zip(paths, (Path(args.plot) / name for name in plot_file_names(paths)))) if args.plot else {}
+    explanations = {}
+    if args.explain:  # <video's plot name without .png>-window<N>.png
+        names = plot_file_names(paths)
+        explanations = {path: Path(args.explain) / name.removesuffix(".png") for path, name in zip(paths, names)}
+    videos = [(index, entry) for index, entry in enumerate(entries) if isinstance(entry, str) and entry not in done]
     if state.is_main_process:
         for entry in entries:
             if isinstance(entry, VideoError):
                 print(f"error: {entry}", file=sys.stderr)
+        if len(videos) < len(paths):
+            print(f"--resume: {len(paths) - len(videos)} videos already scored in {args.output}", file=sys.stderr)
 
     device = resolve_device(args.device, state)
-    scored = {}
-    if videos:
-        with state.main_process_first():  # the first load copies the model's code into the modules cache
-            scorer = load_scorer(args, device)
-        scored = score_share(state, scorer, videos, args)
+    scored, failures = {}, 0
+    try:
+        if videos:
+            with state.main_process_first():  # the first load copies the model's code into the modules cache
+                scorer = load_scorer(args, device)
+            failures = score_share(state, scorer, videos, args, plots, explanations, results, scored)
+    except BaseException as error:
+        end_early(error, state, args, entries, output_format, results, done, scored)
+        raise
+    if results is not None:
+        results.close()
     scored = dict(gather_object(list(scored.items())))
-    records = [scored.get(index) or entry.to_dict() for index, entry in enumerate(entries)]
+    failures = sum(gather_object([failures]))
+    records = [
+        scored.get(index) or done.get(entry) if isinstance(entry, str) else entry.to_dict()
+        for index, entry in enumerate(entries)
+    ]
     if state.is_main_process:
-        write_results(records, args)
+        write_results(records, args, output_format, results, complete=True)
     # A launcher stops every process as soon as one exits with an error: keep them all alive until the result is out.
     state.wait_for_everyone()
-    return 1 if any("error" in record for record in records) else 0
+    return 1 if failures or any("error" in record for record in records) else 0
 
 
 def add_parser(subparsers, parent: argparse.ArgumentParser):
@@ -191,8 +235,9 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
         "paths",
         nargs="+",
         metavar="PATH",
-        help="video files, globs, and folders searched recursively for video files "
-        f"({' '.join(VIDEO_EXTENSIONS)}); a folder of frame images is not read as one video",
+        help="video files, frame folders, globs, and folders searched recursively for video files "
+        f"({' '.join(VIDEO_EXTENSIONS)}) and frame folders; a frame folder (one video) directly holds frame images "
+        "and neither video files nor subfolders",
     )
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"local folder or Hub repo id of a detector (default: {DEFAULT_MODEL})"
@@ -222,10 +267,26 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
     parser.add_argument(
         "--format",
         choices=sorted(FORMATTERS),
-        help="output format (default: from the --output extension .json/.csv, else table)",
+        help="output format (default: from the --output extension .json/.jsonl/.csv, else table)",
     )
-    parser.add_argument("--output", metavar="FILE", help="write the results to FILE (atomically) instead of stdout")
-    parser.add_argument("--plot", metavar="DIR", help="write a PNG of fake probability over time per video into DIR")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the results to FILE (atomically, at the end) instead of stdout; meanwhile each result is streamed "
+        "to FILE.partial.jsonl as it comes, which an interrupted run keeps",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the videos already scored in --output (its .partial.jsonl journal, or a finished .json/.jsonl "
+        "file); videos that failed are tried again. Rerun with the same options",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write a PNG of fake probability over time per video into DIR, named after the video's path relative to "
+        "the folder the inputs share (a/x.mp4 -> DIR/a/x.mp4.png)",
+    )
     parser.add_argument(
         "--explain",
         metavar="DIR",
