@@ -5,9 +5,11 @@ at the training density, calibrated probabilities, the model's decision rule). c
 `custom_pipelines`, so transformers loads it from the model folder like the model's own code.
 """
 
+import tempfile
+
 from transformers import VideoClassificationPipeline
 
-from .inference import FAKE_LABEL, VideoError, VideoScorer
+from .inference import FAKE_LABEL, Limits, VideoError, VideoScorer, fetch
 
 
 class DFDVideoClassificationPipeline(VideoClassificationPipeline):
@@ -17,8 +19,8 @@ class DFDVideoClassificationPipeline(VideoClassificationPipeline):
     being the score the rule used and the real one's its complement. The verdict entry also holds `threshold`,
     `flagged_windows` (`[{"start": s, "end": s, "score": p}]`) and `mean_score`.
 
-    Call arguments: `windows` (windows per video instead of the training density's), `threshold` (instead of the
-    model's), `top_k`.
+    Inputs: a video file's path or an http(s) URL (downloaded within `inference.Limits`' size limit). Call arguments:
+    `windows` (windows per video instead of the training density's), `threshold` (instead of the model's), `top_k`.
     """
 
     def _sanitize_parameters(self, top_k=None, windows=None, threshold=None, **unused):
@@ -37,10 +39,15 @@ class DFDVideoClassificationPipeline(VideoClassificationPipeline):
     def postprocess(self, model_outputs, top_k=2, threshold=None):
         if getattr(self, "scorer", None) is None:
             self.scorer = VideoScorer(self.model, self.video_processor, device=self.device, num_workers=1)
-        scorer = self.scorer
-        (prediction,) = scorer.predict([model_outputs["video"]], model_outputs["windows"], threshold=threshold)
+        scorer, video = self.scorer, model_outputs["video"]
+        if isinstance(video, str) and video.startswith(("http://", "https://")):
+            with tempfile.NamedTemporaryFile(suffix=".video") as file:
+                fetch(video, file, Limits().check_size)
+                (prediction,) = scorer.predict([file.name], model_outputs["windows"], threshold=threshold)
+        else:
+            (prediction,) = scorer.predict([video], model_outputs["windows"], threshold=threshold)
         if isinstance(prediction, VideoError):
-            raise ValueError(str(prediction))
+            raise ValueError(f"{video}: {prediction.reason}")
         (real_label,) = [label for label in scorer.labels if label != FAKE_LABEL]
         scores = {FAKE_LABEL: prediction.score, real_label: 1 - prediction.score}
         other = real_label if prediction.label == FAKE_LABEL else FAKE_LABEL

@@ -1090,7 +1090,8 @@ def cross_dataset_table(results: dict[str, dict], threshold: float) -> str:
     """One row per evaluation set: threshold-free AUC, AP and EER, then balanced accuracy and per-class recall at the
     stored threshold (the field's protocol: train on one set, test on the others)."""
     width = max(len("set"), *(len(name) for name in results))
-    header = f"{'set':<{width}}  {'videos':>6}  " + "  ".join(f"{title:>11}" for title in CROSS_DATASET_COLUMNS.values())
+    titles = "  ".join(f"{title:>11}" for title in CROSS_DATASET_COLUMNS.values())
+    header = f"{'set':<{width}}  {'videos':>6}  {titles}"
     lines = [f"Evaluation at threshold {threshold:.4f}:", header]
     for name, metrics in results.items():
         values = "  ".join(f"{metrics[key]:>11.4f}" for key in CROSS_DATASET_COLUMNS)

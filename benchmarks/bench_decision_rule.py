@@ -37,7 +37,8 @@ def make_videos(folder: Path, count: int) -> dict[str, list[Path]]:
         sets[f"real, {seconds} s"] = [video(f"real{seconds}_{i}", seconds, None, (1, seconds, i)) for i in range(count)]
     for start, end in FAKE_STRETCHES:
         name = f"30 s, fake {start:g}-{end:g} s"
-        sets[name] = [video(f"spliced{start}_{end}_{i}", 30, (start, end), (2, int(start * 10), i)) for i in range(count)]
+        seed = (2, int(start * 10))
+        sets[name] = [video(f"spliced{start}_{end}_{i}", 30, (start, end), (*seed, i)) for i in range(count)]
     return sets
 
 

@@ -181,7 +181,8 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
         flagged = [index for index, probability in enumerate(fake) if probability >= 0.5]
         assert [window["window"] for window in record["flagged_windows"]] == flagged
         for window in record["flagged_windows"]:
-            assert (window["start"], window["end"]) == (windows[window["window"]]["start"], windows[window["window"]]["end"])
+            scored = windows[window["window"]]
+            assert (window["start"], window["end"]) == (scored["start"], scored["end"])
 
     assert sorted(p.name for p in plots.iterdir()) == ["long.png", "short.png"]
     for png in plots.iterdir():

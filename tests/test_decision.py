@@ -117,7 +117,8 @@ def test_pipeline_applies_the_same_windows_and_rule(trained_on_short_clips, long
     assert sum(entry["score"] for entry in spliced) == pytest.approx(1.0)
     # The one-window override is transformers' whole-video sampling: frames 2 s apart, which training never showed.
     (one_window, _) = classifier(str(long_videos["real"]), windows=1)
-    assert one_window["threshold"] == pytest.approx(json.loads((export / "config.json").read_text())["decision_threshold"])
+    stored = json.loads((export / "config.json").read_text())["decision_threshold"]
+    assert one_window["threshold"] == pytest.approx(stored)
 
 
 @pytest.mark.parametrize("num_windows", [1, 4, 15, 32])
@@ -162,3 +163,27 @@ def test_windows_at_the_training_density():
     # Each window samples its own stretch of the video; windows never share frames while the video has enough.
     indices = window_frame_indices(240, 8, 15)
     assert (np.diff(indices, axis=1) > 0).all() and (indices[1:, 0] > indices[:-1, -1]).all()
+
+
+def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_videos, tmp_path):
+    """A URL is downloaded (from a server on 127.0.0.1) and scored as the file is; a bad input is one clear error."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    export, _ = trained_on_short_clips
+    shutil.copy(long_videos["spliced"], tmp_path / "spliced.mp4")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        classifier = pipeline("video-classification", model=str(export), trust_remote_code=True)
+        by_url = classifier(f"http://127.0.0.1:{server.server_address[1]}/spliced.mp4")
+        assert by_url == classifier(str(long_videos["spliced"]))
+        (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)
+        with pytest.raises(ValueError, match=r"broken.mp4: "):
+            classifier(str(tmp_path / "broken.mp4"))
+    finally:
+        server.shutdown()
+        server.server_close()

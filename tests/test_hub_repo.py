@@ -90,7 +90,8 @@ def test_an_export_is_a_deployable_repo_readable_as_the_umask_says(tiny_detector
     finally:
         os.umask(previous)
     # The files the Endpoint runs, and the ones they import, as in the checkout.
-    for name in ("handler.py", "inference.py", "pipeline_dfd.py", "decoding_dfd.py", "processing_dfd.py", "modeling_dfd.py"):
+    code = ("handler.py", "inference.py", "pipeline_dfd.py", "decoding_dfd.py", "processing_dfd.py", "modeling_dfd.py")
+    for name in code:
         assert (target / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name
     requirements = (target / "requirements.txt").read_text().split()
     assert any(line.startswith("transformers") and ">=5" in line for line in requirements)
