@@ -187,3 +187,16 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_timestamp_never_repeats_within_a_window(tiny_detector_dir, make_video):
+    """More windows x frames than the video has frames: each window lists its distinct frame times, once each."""
+    from conftest import numbered_frames
+    from dfd.inference import VideoScorer
+    from dfd.tools.loading import load_detector
+
+    model, processor = load_detector(str(tiny_detector_dir))
+    video = make_video("short.mp4", numbered_frames(20), fps=10)
+    (prediction,) = VideoScorer(model, processor).predict([str(video)], num_windows=4)
+    for index, window in enumerate(prediction.windows):  # 5 frames each, sampled 12 times
+        assert window.timestamps == [round(0.1 * frame, 6) for frame in range(5 * index, 5 * index + 5)]
