@@ -1167,6 +1167,25 @@ def describe_calibration(calibration: dict) -> str:
     return text
 
 
+def describe_decision(config) -> str:
+    """The card's paragraph on how the export reaches a verdict (the calibration stored in its config)."""
+    windows = (
+        f"Videos longer than {1.5 * config.window_duration:.2f} s are tiled with windows of {config.window_duration:.2f} "
+        "s, the median duration of the training videos, each sampled as in training."
+        if config.window_duration
+        else "Each video is one window, its frames spread over the whole video."
+    )
+    if config.decision_threshold is None:
+        return f"{windows} No decision threshold was calibrated (fewer than 2 real validation videos): 0.5 applies."
+    return (
+        f"{windows} A video is fake when its top window's fake probability (calibrated with temperature "
+        f"{config.calibration_temperature:.3f}) reaches {config.decision_threshold:.4f}, the threshold at the "
+        "target false-positive rate on the real validation videos; a video of more windows is held to a higher "
+        "threshold, so that long real videos are not flagged more often than short ones. `dfd predict --threshold` "
+        "and the Endpoint's `threshold` parameter override it."
+    )
+
+
 def describe_source(args) -> str:
     """Where the detector's weights came from, as the card says it."""
     kind = "fine-tuned from the DFD detector" if args.model_path else "built from the CLIP checkpoint"
@@ -1249,6 +1268,7 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
         precision=precision,
         training_minutes=summary["train_runtime"] / 60,
         metric_rows="\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items()),
+        decision=describe_decision(config),
         repo=args.hub_model_id or "path/to/model",
     )
 
