@@ -120,7 +120,7 @@ class DecisionRule:
 
 @dataclass
 class WindowScore:
-    """One time window of `num_frames` evenly spaced frames, the time (s) of each and its class probabilities."""
+    """One time window of `num_frames` evenly spaced frames: the times (s) of its distinct frames, its probabilities."""
 
     timestamps: list[float | None]
     scores: dict[str, float]
@@ -354,7 +354,7 @@ class VideoScorer:
         self.temperature = getattr(model.config, "calibration_temperature", 1.0)
         self.window_duration = getattr(model.config, "window_duration", None)
 
-    def num_windows(self, info: VideoInfo, num_windows: int | None = None, max_windows: int | None = None) -> int:
+    def windows_for(self, info: VideoInfo, num_windows: int | None = None, max_windows: int | None = None) -> int:
         """`num_windows` when given, else as many as tile the video at the training density; at most `max_windows`."""
         count = num_windows or windows_at_training_density(info.duration, self.window_duration)
         return min(count, max_windows) if max_windows else count
@@ -370,7 +370,7 @@ class VideoScorer:
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
         a path, or the `VideoInfo` that `probe_video` returned for it, so that a caller who checked it first (the
         handler checks the duration) does not have the file demuxed again. `num_windows`: windows per video instead
-        of the training density's (see `num_windows`), `max_windows` caps them (a server's memory limit), and
+        of the training density's (see `windows_for`), `max_windows` caps them (a server's memory limit), and
         `threshold` replaces the model's decision threshold.
         """
         rule = self.rule if threshold is None else DecisionRule.from_config(self.model.config, threshold)
@@ -392,7 +392,7 @@ class VideoScorer:
         num_frames = self.processor.num_frames
         try:
             info = video if probed else probe_video(path)
-            num_windows = self.num_windows(info, num_windows, max_windows)
+            num_windows = self.windows_for(info, num_windows, max_windows)
             indices = window_frame_indices(info.total_frames, num_frames, num_windows)
             decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads)
         except VideoDecodeError as error:  # anything else is a bug or a bad argument: let it raise
