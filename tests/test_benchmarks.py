@@ -205,3 +205,16 @@ def test_gpu_suite_runs_with_the_tiny_config_without_av_datasets_or_an_install(t
     assert rows["adapters in last 1 of 4 blocks"]["saved_activations_gb"] < last_two["saved_activations_gb"]
     assert last_two["saved_activations_gb"] < no_checkpointing["saved_activations_gb"]
     assert all(row["step_s"] > 0 for row in train_step["rows"])
+
+
+def test_decision_rule_benchmark_scores_every_row(tmp_path, tiny_detector_dir):
+    result, stdout = run_script("bench_decision_rule", tmp_path, "--model", str(tiny_detector_dir))
+    names = [row["videos"] for row in result["rows"]]
+    assert names == ["real, 2 s", "real, 10 s", "real, 30 s", "real, 60 s"] + [
+        f"30 s, fake {stretch}" for stretch in ("11-11.5 s", "11-12 s", "10-16 s")
+    ]
+    # A model without window_duration: one window per video, where every rule is the same.
+    for row in result["rows"]:
+        assert row["windows"] == 1
+        assert row["top 1"] == row["top 2"] == row["top 3"] == row["top 1, one threshold"] == row["mean >= 0.5 (before)"]
+    assert "| real, 60 s | 1 |" in stdout
