@@ -1170,8 +1170,8 @@ def describe_calibration(calibration: dict) -> str:
 def describe_decision(config) -> str:
     """The card's paragraph on how the export reaches a verdict (the calibration stored in its config)."""
     windows = (
-        f"Videos longer than {1.5 * config.window_duration:.2f} s are tiled with windows of {config.window_duration:.2f} "
-        "s, the median duration of the training videos, each sampled as in training."
+        f"Videos longer than {1.5 * config.window_duration:.2f} s are tiled with windows of "
+        f"{config.window_duration:.2f} s, the median duration of the training videos, each sampled as in training."
         if config.window_duration
         else "Each video is one window, its frames spread over the whole video."
     )

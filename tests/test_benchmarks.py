@@ -216,5 +216,6 @@ def test_decision_rule_benchmark_scores_every_row(tmp_path, tiny_detector_dir):
     # A model without window_duration: one window per video, where every rule is the same.
     for row in result["rows"]:
         assert row["windows"] == 1
-        assert row["top 1"] == row["top 2"] == row["top 3"] == row["top 1, one threshold"] == row["mean >= 0.5 (before)"]
+        rules = ("top 1", "top 2", "top 3", "top 1, one threshold", "mean >= 0.5 (before)")
+        assert len({row[rule] for rule in rules}) == 1
     assert "| real, 60 s | 1 |" in stdout
