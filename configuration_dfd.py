@@ -23,6 +23,16 @@ DFD_AUTO_MAP = {
     "AutoModelForVideoClassification": "modeling_dfd.DFDForVideoClassification",
 }
 
+# pipeline("video-classification", trust_remote_code=True) runs the detector's own pipeline (pipeline_dfd.py): the
+# windows and decision rule of inference.py instead of transformers' one sampled clip.
+DFD_CUSTOM_PIPELINES = {
+    "video-classification": {
+        "impl": "pipeline_dfd.DFDVideoClassificationPipeline",
+        "pt": ["AutoModelForVideoClassification"],
+        "type": "video",
+    }
+}
+
 
 class DFDConfig(PreTrainedConfig):
     r"""
@@ -56,6 +66,26 @@ class DFDConfig(PreTrainedConfig):
             Standard deviation of the normal initializer of new (not loaded) weights, except in the adapters: their
             up-projections start at zero (a new adapter is the identity) and their depthwise kernels at unit gain
             (std 1/sqrt(kernel volume)).
+        window_duration (`float`, *optional*):
+            Seconds of video one training window covered (the median duration of the training videos, each sampled
+            evenly with `num_frames` frames). Inference tiles a longer video with windows of about this duration, so
+            that frames lie as far apart as in training; a video up to 1.5 windows long is one window, the sampling
+            above. Unset (models trained before it was recorded): one window per video unless asked for more.
+        calibration_temperature (`float`, *optional*, defaults to 1.0):
+            Logits are divided by it before the softmax: the temperature scaling fitted on the validation set, so
+            that a window's fake probability is calibrated.
+        decision_threshold (`float`, *optional*):
+            A video is fake when its score under the decision rule reaches this threshold (for a one-window video;
+            see `real_log_odds`). Chosen in training at a target false-positive rate on real validation videos.
+            Unset: 0.5.
+        decision_top_k (`int`, *optional*, defaults to 1):
+            The decision rule: a video's score is the mean fake probability of its `decision_top_k` most suspicious
+            windows (1: its top window, so that a short fake stretch in a long video is not averaged away).
+        real_log_odds (`dict`, *optional*):
+            `{"mean": m, "std": s}` of the calibrated fake log-odds of real validation windows. With it, a video of
+            n windows is held to a higher threshold, so that it has no more chances of a false alarm than a video
+            of one window (the per-window false-positive rate p becomes 1 - (1 - p) ** (1 / n), under a normal fit
+            of real windows' log-odds). Unset: the same threshold at every length.
     """
 
     model_type = "dfd"
@@ -72,6 +102,11 @@ class DFDConfig(PreTrainedConfig):
         freeze_backbone=True,
         classifier_dropout=0.1,
         initializer_range=0.02,
+        window_duration=None,
+        calibration_temperature=1.0,
+        decision_threshold=None,
+        decision_top_k=1,
+        real_log_odds=None,
         **kwargs,
     ):
         if vision_config is None:
@@ -94,11 +129,25 @@ class DFDConfig(PreTrainedConfig):
         self.freeze_backbone = freeze_backbone
         self.classifier_dropout = classifier_dropout
         self.initializer_range = initializer_range
+        if window_duration is not None and not window_duration > 0:
+            raise ValueError(f"window_duration must be positive seconds, got {window_duration}")
+        if not calibration_temperature > 0:
+            raise ValueError(f"calibration_temperature must be positive, got {calibration_temperature}")
+        if decision_threshold is not None and not 0 < decision_threshold < 1:
+            raise ValueError(f"decision_threshold must lie in (0, 1), got {decision_threshold}")
+        if decision_top_k < 1:
+            raise ValueError(f"decision_top_k must be at least 1, got {decision_top_k}")
+        self.window_duration = window_duration
+        self.calibration_temperature = calibration_temperature
+        self.decision_threshold = decision_threshold
+        self.decision_top_k = decision_top_k
+        self.real_log_odds = real_log_odds
 
         if kwargs.get("id2label") is None and kwargs.get("num_labels") is None:
             kwargs["id2label"] = dict(enumerate(CLASS_NAMES))
             kwargs.setdefault("label2id", {name: index for index, name in enumerate(CLASS_NAMES)})
         kwargs.setdefault("auto_map", dict(DFD_AUTO_MAP))
+        kwargs.setdefault("custom_pipelines", dict(DFD_CUSTOM_PIPELINES))
         super().__init__(**kwargs)
 
 

@@ -4,17 +4,21 @@ Inference Endpoints handler: POST a video, get `[{"label": ..., "score": ...}]` 
 Request body:
 
     {"inputs": "<base64 video> | https://host/video.mp4 | /path/on/the/endpoint.mp4",
-     "parameters": {"top_k": 2, "windows": 8}}
+     "parameters": {"top_k": 2, "windows": 8, "threshold": 0.9}}
 
 A path on the endpoint is read only when `DFD_ALLOW_LOCAL_PATHS=1` is set (or `allow_local_paths=True` is given to
 the constructor), e.g. for videos on a mounted volume; otherwise it is refused, so that callers cannot probe which
 files the server holds.
 
-A raw video body (Content-Type: video/mp4) arrives as bytes and works too. `score` is the class probability averaged
-over `windows` time windows of 12 evenly spaced frames that tile the video (default 1 window: the model card's
-sampling; `clips` is the parameter's earlier name). With `windows`, each entry also holds
-`"windows": [{"start": s, "end": s, "score": p}, ...]`, that class's probability per window with the times (s) of the
-window's first and last frame.
+A raw video body (Content-Type: video/mp4) arrives as bytes and works too. The answer is the verdict first (the
+model's decision rule, see inference.DecisionRule: fake when its top window's calibrated fake probability reaches the
+model's threshold for that many windows), then the other label: `[{"label": verdict, "score": ..., "threshold": t,
+"flagged_windows": [{"start": s, "end": s, "score": p}, ...], "mean_score": m}, {"label": other, "score": ...}]`,
+where fake's score is the score the rule used and real's its complement. By default the video is tiled with windows
+of the duration the model was trained on (at most `DFD_MAX_WINDOWS`); `windows` asks for that many instead (`clips`
+is its earlier name), and then each entry also holds `"windows": [{"start": s, "end": s, "score": p}, ...]`, that
+class's probability per window with the times (s) of the window's first and last frame. `threshold` (in (0, 1))
+replaces the model's threshold.
 
 Limits, refused with a ValueError that names them: inputs above `DFD_MAX_INPUT_BYTES` bytes (default 100 MB) or
 `DFD_MAX_DURATION_SECONDS` seconds (default 600), frames above `DFD_MAX_FRAME_PIXELS` pixels (checked before
@@ -25,8 +29,8 @@ addresses only, every redirect checked, one deadline (`DFD_DOWNLOAD_SECONDS`). T
 video files, never a playlist or list that names other files.
 
 Every parameter and the body's shape are checked, with a ValueError naming what is wrong: `windows`/`clips` and
-`top_k` are whole numbers of at least 1 (null: the default). Base64 may be standard or URL-safe, wrapped in lines and
-unpadded.
+`top_k` are whole numbers of at least 1 (null: the default), `threshold` a number in (0, 1). Base64 may be standard
+or URL-safe, wrapped in lines and unpadded.
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
@@ -119,6 +123,11 @@ class EndpointHandler:
         windows_given = parameters.get(name) is not None
         num_windows = _whole_number(parameters, name, 1, maximum=self.limits.max_windows)
         top_k = _whole_number(parameters, "top_k", len(self.scorer.labels))
+        threshold = parameters.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1
+        ):
+            raise ValueError(f"parameter 'threshold' must be a number in (0, 1), got {threshold!r}")
         if "inputs" not in data:
             raise ValueError("the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)")
 
@@ -128,12 +137,35 @@ class EndpointHandler:
             except self.inference.VideoDecodeError as error:  # its reason, not the temporary file's name
                 raise ValueError(f"cannot read the video: {error.reason}") from None
             self.limits.check_duration(info)
-            (prediction,) = self.scorer.predict([info], num_windows)  # probed once: the scorer reuses `info`
+            # Probed once: the scorer reuses `info`. Without `windows`, the training density's, up to the limit.
+            (prediction,) = self.scorer.predict(
+                [info],
+                num_windows if windows_given else None,
+                max_windows=self.limits.max_windows,
+                threshold=threshold,
+            )
         if isinstance(prediction, self.inference.VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
 
-        ranked = sorted(prediction.scores.items(), key=lambda item: item[1], reverse=True)[:top_k]
-        results = [{"label": label, "score": score} for label, score in ranked]
+        fake_label = self.inference.FAKE_LABEL
+        (real_label,) = [label for label in self.scorer.labels if label != fake_label]
+        scores = {fake_label: prediction.score, real_label: 1 - prediction.score}
+        other = real_label if prediction.label == fake_label else fake_label
+        verdict = {
+            "label": prediction.label,
+            "score": scores[prediction.label],
+            "threshold": prediction.threshold,
+            "flagged_windows": [
+                {
+                    "start": prediction.windows[index].start,
+                    "end": prediction.windows[index].end,
+                    "score": prediction.windows[index].scores[fake_label],
+                }
+                for index in prediction.flagged_windows
+            ],
+            "mean_score": prediction.mean_fake_probability,
+        }
+        results = [verdict, {"label": other, "score": scores[other]}][:top_k]
         if windows_given:
             for result in results:
                 result["windows"] = [

@@ -1,4 +1,6 @@
-"""Score whole videos with a DFD detector: time windows tiling each video, one decoding pass, batched forward passes.
+"""
+Score whole videos with a DFD detector: time windows tiling each video at the training density, one decoding pass,
+batched forward passes, and the decision rule stored with the model (`DecisionRule`).
 
 Shared by `dfd predict`, the web page (`dfd serve`) and the Endpoints handler (handler.py). Like the Hub files, it
 imports its siblings relatively (the decoder, decoding_dfd.py), so it runs the same from the installed package and
@@ -9,6 +11,7 @@ import functools
 import itertools
 import math
 import os
+import statistics
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +43,92 @@ from .fetching_dfd import (  # fetch and is_url: the handler and the web page ta
 
 
 FAKE_LABEL = "fake"
+DEFAULT_THRESHOLD = 0.5
+# A video up to this many window durations long is one window: the model card's sampling of the whole video.
+ONE_WINDOW_UP_TO = 1.5
+
+
+def _logit(probability: float) -> float:
+    return math.log(probability) - math.log1p(-probability)
+
+
+def _sigmoid(log_odds: float) -> float:
+    return 1 / (1 + math.exp(-log_odds))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A video's verdict: `fake` when `score` reaches `threshold`; `flagged` lists the windows that reach it."""
+
+    fake: bool
+    score: float
+    threshold: float
+    flagged: list[int]
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """
+    The decision rule stored with a model (its config's `decision_threshold`, `decision_top_k`, `real_log_odds`),
+    the one that the pipeline, `dfd predict`, the Endpoints handler and the web page apply.
+
+    A video's score is the mean fake probability of its `top_k` most suspicious windows (1: its top window, so a short
+    fake stretch is not averaged away by the real rest). It is fake when the score reaches the threshold for its
+    number of windows: `threshold` for one window; for n windows, the threshold at which a real video of n windows
+    has the false-alarm chance that a one-window real video has at `threshold` (see `threshold_for`).
+    """
+
+    threshold: float = DEFAULT_THRESHOLD
+    top_k: int = 1
+    real_log_odds: dict | None = None
+
+    @classmethod
+    def from_config(cls, config, threshold: float | None = None) -> "DecisionRule":
+        """The config's rule; `threshold` (e.g. `dfd predict --threshold`) replaces its stored threshold."""
+        if threshold is not None and not 0 < threshold < 1:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        stored = getattr(config, "decision_threshold", None)
+        return cls(
+            threshold=threshold if threshold is not None else stored if stored is not None else DEFAULT_THRESHOLD,
+            top_k=getattr(config, "decision_top_k", 1),
+            real_log_odds=getattr(config, "real_log_odds", None),
+        )
+
+    def describe(self) -> str:
+        return "top window" if self.top_k == 1 else f"mean of the top {self.top_k} windows"
+
+    def threshold_for(self, num_windows: int) -> float:
+        """
+        The threshold a video of `num_windows` windows is held to. Each window of a real video is a chance of a false
+        alarm: with a per-window false-positive rate p at `threshold` (from a normal fit of real windows' log-odds),
+        n windows get the per-window rate 1 - (1 - p) ** (1 / n), so that the per-video rate stays p. Windows of one
+        video are positively correlated, which makes this conservative. The top-k mean never exceeds the top window,
+        so the bound holds for every k.
+        """
+        if num_windows <= 1 or not self.real_log_odds or not self.real_log_odds.get("std"):
+            return self.threshold
+        mean, std = self.real_log_odds["mean"], self.real_log_odds["std"]
+        standard = statistics.NormalDist()
+        per_window = standard.cdf(-(_logit(self.threshold) - mean) / std)
+        if not 0 < per_window < 1:
+            return self.threshold
+        per_window = -math.expm1(math.log1p(-per_window) / num_windows)
+        if per_window <= 0:
+            return self.threshold
+        return max(self.threshold, _sigmoid(mean - std * standard.inv_cdf(per_window)))
+
+    def decide(self, fake_probabilities) -> Decision:
+        """The verdict on a video from its windows' (calibrated) fake probabilities, in time order."""
+        fake = np.asarray(fake_probabilities, dtype=np.float64)
+        threshold = self.threshold_for(len(fake))
+        score = float(np.sort(fake)[-self.top_k :].mean())
+        flagged = [int(index) for index in np.flatnonzero(fake >= threshold)]
+        return Decision(score >= threshold, score, threshold, flagged)
 
 
 @dataclass
 class WindowScore:
-    """One time window of `num_frames` evenly spaced frames, the time (s) of each and its class probabilities."""
+    """One time window of `num_frames` evenly spaced frames: the times (s) of its distinct frames, its probabilities."""
 
     timestamps: list[float | None]
     scores: dict[str, float]
@@ -61,20 +145,27 @@ class WindowScore:
 @dataclass
 class VideoPrediction:
     """
-    A video's verdict. `scores` averages the windows' class probabilities and `label` is their argmax, so one
-    window gives exactly the model card's prediction; `windows` are in time order.
+    A video's verdict under the model's `DecisionRule`: `label`, the `score` the rule compared with `threshold` (the
+    threshold for this video's number of windows), and the windows that reach it (`flagged_windows`). `windows`
+    are in time order, with calibrated probabilities.
     """
 
     path: str
     label: str
-    scores: dict[str, float]
-    most_suspicious_window: int
+    score: float
+    threshold: float
+    rule: str
+    flagged_windows: list[int]
     duration: float | None
     windows: list[WindowScore]
 
     @property
-    def fake_probability(self) -> float:
-        return self.scores[FAKE_LABEL]
+    def mean_fake_probability(self) -> float:
+        return float(np.mean([window.scores[FAKE_LABEL] for window in self.windows]))
+
+    @property
+    def most_suspicious_window(self) -> int:
+        return int(np.argmax([window.scores[FAKE_LABEL] for window in self.windows]))
 
     @property
     def max_fake_probability(self) -> float:
@@ -85,14 +176,25 @@ class VideoPrediction:
         return {
             "path": self.path,
             "label": self.label,
-            "fake_probability": self.fake_probability,
+            "score": self.score,
+            "threshold": self.threshold,
+            "rule": self.rule,
+            "flagged_windows": [
+                {
+                    "window": index,
+                    "start": self.windows[index].start,
+                    "end": self.windows[index].end,
+                    "fake_probability": self.windows[index].scores[FAKE_LABEL],
+                }
+                for index in self.flagged_windows
+            ],
+            "mean_fake_probability": self.mean_fake_probability,
             "max_fake_probability": self.max_fake_probability,
             "most_suspicious": {
                 "start": suspicious.start,
                 "end": suspicious.end,
                 "window": self.most_suspicious_window,
             },
-            "scores": self.scores,
             "duration": self.duration,
             "windows": [
                 {
@@ -144,6 +246,17 @@ def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -
     starts = np.minimum(bounds[:-1], total_frames - 1)
     lengths = np.maximum(bounds[1:] - starts, 1)
     return np.stack([start + sample_frame_indices(length, num_frames) for start, length in zip(starts, lengths)])
+
+
+def windows_at_training_density(duration: float | None, window_duration: float | None) -> int:
+    """
+    How many windows tile a video of `duration` seconds so that each lasts about `window_duration`, the duration a
+    training window covered: frames then lie as far apart as the model saw in training. A video up to 1.5 windows
+    long (or of unknown duration, or for a model without `window_duration`) is one window.
+    """
+    if not window_duration or not duration or duration <= ONE_WINDOW_UP_TO * window_duration:
+        return 1
+    return max(1, round(duration / window_duration))
 
 
 DEFAULT_MAX_DURATION_SECONDS = 600.0
@@ -214,7 +327,15 @@ class VideoScorer:
     """
 
     def __init__(
-        self, model, processor, device="cpu", dtype=torch.float32, batch_size=8, num_workers=2, limits=None
+        self,
+        model,
+        processor,
+        device="cpu",
+        dtype=torch.float32,
+        batch_size=8,
+        num_workers=2,
+        limits=None,
+        threshold=None,
     ):
         self.limits = limits  # a server's `Limits`: refuses videos that take too many frames to decode
         self.model = model.eval().to(device)
@@ -226,32 +347,54 @@ class VideoScorer:
         # The decode workers share the CPUs: each video gets its part of read_video's threads.
         self.decoding_threads = max(1, decoding_threads() // num_workers)
         self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
-        if FAKE_LABEL not in self.labels:
-            raise ValueError(f"The model's labels {self.labels} have no '{FAKE_LABEL}' class.")
+        if FAKE_LABEL not in self.labels or len(self.labels) != 2:
+            raise ValueError(f"The model's labels {self.labels} are not two classes with a '{FAKE_LABEL}' one.")
+        self.rule = DecisionRule.from_config(model.config, threshold)
+        self.temperature = getattr(model.config, "calibration_temperature", 1.0)
+        self.window_duration = getattr(model.config, "window_duration", None)
 
-    def predict(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoPrediction | VideoError]:
+    def windows_for(
+        self, duration: float | None, num_windows: int | None = None, max_windows: int | None = None
+    ) -> int:
+        """
+        `num_windows` when given, else as many as tile a video of `duration` seconds at the training density; at most
+        `max_windows`.
+        """
+        count = num_windows or windows_at_training_density(duration, self.window_duration)
+        return min(count, max_windows) if max_windows else count
+
+    def predict(
+        self,
+        videos: Iterable,
+        num_windows: int | None = None,
+        max_windows: int | None = None,
+        threshold: float | None = None,
+    ) -> Iterator[VideoPrediction | VideoError]:
         """
         A `VideoPrediction` or a `VideoError` for every video, in order. A bad video never stops the rest. A video is
         a path (a video file or a frame folder), or the `VideoInfo` that `probe_video` returned for it, so that a
         caller who checked it first (the handler checks the duration) does not have the file demuxed again.
+        `num_windows`: windows per video instead of the training density's (see `windows_for`), `max_windows` caps
+        them (a server's memory limit), and `threshold` replaces the model's decision threshold.
         """
+        rule = self.rule if threshold is None else DecisionRule.from_config(self.model.config, threshold)
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode")
         try:
             waiting, waiting_windows = [], 0
-            prepare = functools.partial(self._prepare, num_windows=num_windows)
+            prepare = functools.partial(self._prepare, num_windows=num_windows, max_windows=max_windows)
             for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
                 waiting.append(prepared)
                 waiting_windows += len(prepared.pixel_values) if isinstance(prepared, _PreparedVideo) else 0
                 if waiting_windows >= self.batch_size:
-                    yield from self._score(waiting)
+                    yield from self._score(waiting, rule)
                     waiting, waiting_windows = [], 0
-            yield from self._score(waiting)
+            yield from self._score(waiting, rule)
         finally:
             # Stopped early (Ctrl-C, an error, a caller that stops reading): queued decodes are dropped and running
             # ones are not waited for, so the caller can go on (or exit) at once.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, video, num_windows: int) -> _PreparedVideo | VideoError:
+    def _prepare(self, video, num_windows: int | None, max_windows: int | None) -> _PreparedVideo | VideoError:
         """
         Decode every window's frames in one pass over the file, resized as they come, then normalise them with the
         processor. Whatever fails for this video (decoding, a limit, memory) becomes its one-line `VideoError`.
@@ -263,11 +406,13 @@ class VideoScorer:
             # Processors saved before `resize_frame` existed resize after decoding, as they always did.
             resize = getattr(self.processor, "resize_frame", None)
             if not probed and os.path.isdir(path):  # a frame folder: its images in name order, untimed
+                num_windows = self.windows_for(None, num_windows, max_windows)
                 decoded = decode_video(
                     path, lambda total: window_frame_indices(total, num_frames, num_windows).reshape(-1), resize
                 )
             else:
                 info = video if probed else probe_video(path)
+                num_windows = self.windows_for(info.duration, num_windows, max_windows)
                 indices = window_frame_indices(info.total_frames, num_frames, num_windows)
                 if self.limits is not None:
                     self.limits.check_decoding(info, indices)
@@ -283,7 +428,9 @@ class VideoScorer:
         return _PreparedVideo(path, pixel_values, timestamps.reshape(num_windows, num_frames), decoded.duration)
 
     @torch.inference_mode()
-    def _score(self, prepared: list[_PreparedVideo | VideoError]) -> Iterator[VideoPrediction | VideoError]:
+    def _score(
+        self, prepared: list[_PreparedVideo | VideoError], rule: DecisionRule
+    ) -> Iterator[VideoPrediction | VideoError]:
         videos = [video for video in prepared if isinstance(video, _PreparedVideo)]
         probabilities = iter(())
         if videos:
@@ -293,34 +440,34 @@ class VideoScorer:
             with torch.autocast(self.device.type, dtype=self.dtype) if mixed_precision else nullcontext():
                 for batch in pixel_values.split(self.batch_size):
                     logits = self.model(pixel_values=batch.to(self.device)).logits
-                    batches.append(logits.float().softmax(-1).cpu())
+                    batches.append((logits.float() / self.temperature).softmax(-1).cpu())
             probabilities = iter(torch.cat(batches).split([len(video.pixel_values) for video in videos]))
         for video in prepared:
-            yield video if isinstance(video, VideoError) else self._summarise(video, next(probabilities))
+            yield video if isinstance(video, VideoError) else self._summarise(video, next(probabilities), rule)
 
-    def _summarise(self, video: _PreparedVideo, probabilities: torch.Tensor) -> VideoPrediction:
-        mean = probabilities.mean(dim=0)
-        fake = probabilities[:, self.labels.index(FAKE_LABEL)]
+    def _summarise(self, video: _PreparedVideo, probabilities: torch.Tensor, rule: DecisionRule) -> VideoPrediction:
         windows = []
         for window, window_probabilities in enumerate(probabilities.tolist()):
-            times = [_seconds(time) for time in video.timestamps[window].tolist()]
+            # A window of a video with fewer frames than it samples repeats frames: each time is listed once.
+            times = list(dict.fromkeys(_seconds(time) for time in video.timestamps[window].tolist()))
             windows.append(WindowScore(times, dict(zip(self.labels, window_probabilities))))
+        decision = rule.decide(probabilities[:, self.labels.index(FAKE_LABEL)].tolist())
+        (real_label,) = [label for label in self.labels if label != FAKE_LABEL]
         return VideoPrediction(
             path=video.path,
-            label=self.labels[int(mean.argmax())],
-            scores=dict(zip(self.labels, mean.tolist())),
-            most_suspicious_window=int(fake.argmax()),
+            label=FAKE_LABEL if decision.fake else real_label,
+            score=decision.score,
+            threshold=decision.threshold,
+            rule=rule.describe(),
+            flagged_windows=decision.flagged,
             duration=_seconds(video.duration),
             windows=windows,
         )
 
 
-FLAG_THRESHOLD = 0.5
-
-
 def flagged_windows(prediction: VideoPrediction) -> list[int]:
-    """The windows a reviewer should look at: those whose fake probability reaches the threshold."""
-    return [index for index, window in enumerate(prediction.windows) if window.scores[FAKE_LABEL] >= FLAG_THRESHOLD]
+    """The windows a reviewer should look at: those the decision rule flagged."""
+    return prediction.flagged_windows
 
 
 def most_suspicious(prediction: VideoPrediction) -> list[int]:
@@ -381,14 +528,19 @@ class VideoExplainer:
         self.mean = torch.tensor(scorer.processor.image_mean).view(3, 1, 1)
         self.std = torch.tensor(scorer.processor.image_std).view(3, 1, 1)
 
-    def explain(self, videos: Iterable, num_windows: int = 1) -> Iterator[VideoExplanation | VideoError]:
-        """A `VideoExplanation` (or the `VideoError`) per video, in order; videos as `VideoScorer.predict` takes."""
+    def explain(
+        self, videos: Iterable, num_windows: int | None = None, max_windows: int | None = None
+    ) -> Iterator[VideoExplanation | VideoError]:
+        """
+        A `VideoExplanation` (or the `VideoError`) per video, in order; videos and windows as `VideoScorer.predict`
+        takes them, scored by the model's decision rule.
+        """
         for video in videos:
-            prepared = self.scorer._prepare(video, num_windows)
+            prepared = self.scorer._prepare(video, num_windows, max_windows)
             if isinstance(prepared, VideoError):
                 yield prepared
                 continue
-            prediction = next(self.scorer._score([prepared]))
+            prediction = next(self.scorer._score([prepared], self.scorer.rule))
             windows = []
             for window in self.choose(prediction):
                 pixel_values = prepared.pixel_values[window]

@@ -16,8 +16,10 @@ its validation, replaced in one step with it), log.jsonl, runs/ (tensorboard) an
 """
 
 import argparse
+import csv
 import errno
 import importlib.resources
+import io
 import importlib.util
 import json
 import logging
@@ -26,6 +28,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -58,7 +61,9 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from dfd.configuration_dfd import CLASS_NAMES
+from dfd.decoding_dfd import VideoDecodeError, probe_video
 from dfd.faces_dfd import load_face_detector
+from dfd.inference import DecisionRule
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.export import DEFAULT_MODEL_NAME, check_config_overrides, hub_id, processor_for, save_detector
@@ -130,7 +135,12 @@ def add_data_arguments(group):
         help="Validation data, same forms as --train_dir. Default: the training data's validation split, else a "
         "stratified split of the training data.",
     )
-    group.add_argument("--eval_dir", help="Data to evaluate with --do_eval, same forms as --train_dir.")
+    group.add_argument(
+        "--eval_dir",
+        nargs="+",
+        help="Data to evaluate with --do_eval, same forms as --train_dir; several evaluation sets give a "
+        "cross-dataset table (one row per set).",
+    )
     group.add_argument(
         "--dataset_name",
         help="A Hub dataset (or local load_dataset path) with a video/path column and a label column, instead of "
@@ -220,6 +230,13 @@ def add_training_arguments(group):
         choices=[*CARD_METRICS, "f1_macro", "loss"],
         help="Validation metric that picks the exported checkpoint (eer and loss: lower is better).",
     )
+    group.add_argument(
+        "--target_false_positive_rate",
+        type=float,
+        default=0.05,
+        help="Share of real validation videos the exported decision threshold may call fake (per video, under the "
+        "decision rule); stored in the export's config.json with the fitted calibration temperature.",
+    )
     group.add_argument("--logging_steps", type=positive_int, default=10, help="Log the loss every N steps.")
     group.add_argument(
         "--report_to", default="tensorboard", help="Accelerate trackers: tensorboard, wandb, all, none, ..."
@@ -288,6 +305,10 @@ def check_arguments(parser, args):
             parser.error("--do_eval needs --model_path and --eval_dir (or --dataset_name)")
     elif not (args.train_dir or args.dataset_name):
         parser.error("training needs --train_dir (or --dataset_name); use --do_eval to only evaluate")
+    if not 0 < args.target_false_positive_rate < 1:
+        parser.error(f"--target_false_positive_rate must lie in (0, 1), got {args.target_false_positive_rate}")
+    if args.eval_dir and len(args.eval_dir) > 1 and not args.do_eval:
+        parser.error("several --eval_dir sets are for --do_eval")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id ORG/NAME")
     if args.config_overrides and args.model_path:
@@ -511,7 +532,7 @@ def load_tables(args) -> tuple[datasets.Dataset, datasets.Dataset | None]:
             Path(args.cache_dir) / "hub_videos",
         )
     else:
-        tables = load_video_tables(args.eval_dir if args.do_eval else args.train_dir)
+        tables = load_video_tables(args.eval_dir[0] if args.do_eval else args.train_dir)
 
     if args.do_eval:
         split = args.eval_split or next(name for name in ("test", "validation", "train", *tables) if name in tables)
@@ -650,6 +671,7 @@ def describe_run(args, accelerator, model, data: VideoData, max_train_steps: int
         "epochs": num_train_epochs,
         "data": {"train": class_counts(data.train["label"]), "validation": class_counts(data.evaluation["label"])},
         "skipped_videos": data.skipped,
+        "window_duration": window_duration(list(data.train["video"]), args.seed),
         "num_processes": accelerator.num_processes,
         "effective_batch_size": effective_batch_size,
         "mixed_precision": accelerator.mixed_precision,
@@ -858,24 +880,162 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate_model(model, dataloader, processor, metric, accelerator):
-    """Metrics over the whole dataset (predictions gathered from every process), plus labels and fake scores."""
+    """
+    Metrics over the whole dataset (predictions gathered from every process, in the dataset's order), plus the labels
+    and the fake log-odds (fake minus real logit: the softmax's fake probability is their sigmoid).
+    """
     model.eval()
     fake_index = accelerator.unwrap_model(model).config.label2id[FAKE_LABEL]
-    labels, scores, predictions, losses = [], [], [], []
+    labels, log_odds, predictions, losses = [], [], [], []
     for batch in dataloader:
         logits = model(pixel_values=normalize_videos(batch["frames"], processor)).logits.float()
         loss = F.cross_entropy(logits, batch["labels"], reduction="none")
-        gathered = accelerator.gather_for_metrics(
-            (batch["labels"], logits.softmax(-1)[:, fake_index], logits.argmax(-1), loss)
-        )
-        for store, values in zip((labels, scores, predictions, losses), gathered):
+        fake_log_odds = logits[:, fake_index] - logits[:, 1 - fake_index]
+        gathered = accelerator.gather_for_metrics((batch["labels"], fake_log_odds, logits.argmax(-1), loss))
+        for store, values in zip((labels, log_odds, predictions, losses), gathered):
             store.append(values.cpu())
-    labels, scores, predictions, losses = (
-        torch.cat(values).numpy() for values in (labels, scores, predictions, losses)
+    labels, log_odds, predictions, losses = (
+        torch.cat(values).numpy() for values in (labels, log_odds, predictions, losses)
     )
-    metrics = metric.compute(predictions=predictions, references=labels, prediction_scores=scores)
+    metrics = metric.compute(predictions=predictions, references=labels, prediction_scores=sigmoid(log_odds))
     metrics["loss"] = float(losses.mean())
-    return metrics, labels, scores
+    return metrics, labels, log_odds
+
+
+def sigmoid(log_odds: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(log_odds, dtype=np.float64)))
+
+
+# Calibration and the decision threshold
+
+ECE_BINS = 15
+# Temperatures searched, log-spaced.
+TEMPERATURES = np.geomspace(0.01, 100, 801)
+# The threshold's log-odds are kept where float32 probabilities still tell them apart from 0 and 1.
+MAX_THRESHOLD_LOG_ODDS = 15.0
+
+
+def expected_calibration_error(labels: np.ndarray, fake_probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
+    """
+    ECE: over equal-width bins of the predicted class's probability, the gap between that confidence and the
+    accuracy, weighted by the share of videos in the bin.
+    """
+    fake_probabilities = np.asarray(fake_probabilities, dtype=np.float64)
+    predictions = (fake_probabilities >= 0.5).astype(np.int64)
+    confidence = np.where(predictions == 1, fake_probabilities, 1 - fake_probabilities)
+    correct = predictions == np.asarray(labels)
+    bin_of = np.minimum(((confidence - 0.5) * 2 * bins).astype(np.int64), bins - 1)  # confidence lies in [0.5, 1]
+    error = 0.0
+    for index in range(bins):
+        members = bin_of == index
+        if members.any():
+            error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(error)
+
+
+def fit_temperature(labels: np.ndarray, log_odds: np.ndarray) -> float:
+    """
+    Temperature scaling (Guo et al., 2017): the temperature whose scaled log-odds minimise the validation
+    cross-entropy, against Platt's (1999) targets (n_fake + 1) / (n_fake + 2) and 1 / (n_real + 2) rather than 1 and
+    0: a validation set that the model separates perfectly would otherwise drive the temperature to 0 and every
+    probability to 0 or 1, a certainty that a finite set cannot show.
+    """
+    labels = np.asarray(labels)
+    log_odds = np.asarray(log_odds, dtype=np.float64)
+    num_fake, num_real = int((labels == 1).sum()), int((labels == 0).sum())
+    targets = np.where(labels == 1, (num_fake + 1) / (num_fake + 2), 1 / (num_real + 2))
+    losses = [
+        (targets * np.logaddexp(0, -log_odds / temperature) + (1 - targets) * np.logaddexp(0, log_odds / temperature))
+        .mean()
+        for temperature in TEMPERATURES
+    ]
+    return float(TEMPERATURES[int(np.argmin(losses))])
+
+
+def calibrate(labels: np.ndarray, log_odds: np.ndarray, target_false_positive_rate: float) -> dict:
+    """
+    Calibration of the validation videos' scores, each video one window (its frames spread evenly over it, as in
+    training). The temperature makes window probabilities calibrated; the threshold is where a normal fit of real
+    windows' calibrated log-odds puts `target_false_positive_rate` (a smooth quantile, which also gives the correction
+    of `inference.DecisionRule.threshold_for` for videos of several windows), raised if needed so that the real
+    validation videos' own false-positive rate stays within the target. Returns the figures for metrics.json;
+    `config` holds the fields the export stores.
+    """
+    labels = np.asarray(labels)
+    both_classes = len(np.unique(labels)) == 2
+    temperature = fit_temperature(labels, log_odds) if both_classes else 1.0
+    calibrated = np.asarray(log_odds, dtype=np.float64) / temperature
+    real = calibrated[labels == 0]
+    results = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(labels, sigmoid(log_odds)),
+        "ece_after": expected_calibration_error(labels, sigmoid(calibrated)),
+        "target_false_positive_rate": target_false_positive_rate,
+        "real_videos": int((labels == 0).sum()),
+        "fake_videos": int((labels == 1).sum()),
+    }
+    config = {"calibration_temperature": temperature}
+    if len(real) >= 2 and real.std(ddof=1) > 0:
+        mean, std = float(real.mean()), float(real.std(ddof=1))
+        quantile = mean + std * statistics.NormalDist().inv_cdf(1 - target_false_positive_rate)
+        quantile = max(quantile, empirical_threshold(calibrated, real, target_false_positive_rate))
+        threshold_log_odds = float(np.clip(quantile, -MAX_THRESHOLD_LOG_ODDS, MAX_THRESHOLD_LOG_ODDS))
+        threshold = float(sigmoid(threshold_log_odds))
+        config.update(decision_threshold=threshold, real_log_odds={"mean": mean, "std": std})
+        results.update(threshold=threshold, real_log_odds={"mean": mean, "std": std})
+        results.update(rates_at_threshold(labels, calibrated, threshold_log_odds))
+    else:
+        logger.warning("Fewer than 2 distinct real validation videos: no decision threshold is calibrated (0.5 stays)")
+    if both_classes:
+        results.update(eer_threshold(labels, calibrated))
+    results["config"] = config
+    return results
+
+
+def empirical_threshold(log_odds: np.ndarray, real: np.ndarray, target_false_positive_rate: float) -> float:
+    """The lowest log-odds threshold that calls at most that share of the real videos fake: halfway from the highest
+    real video it must pass to the next validation score above it (or 1 above it, when none is)."""
+    allowed = int(target_false_positive_rate * len(real))  # real videos that may reach the threshold
+    passed = np.sort(real)[-(allowed + 1)]
+    above = log_odds[log_odds > passed]
+    return float((passed + above.min()) / 2) if len(above) else float(passed + 1)
+
+
+def rates_at_threshold(labels: np.ndarray, log_odds: np.ndarray, threshold_log_odds: float) -> dict:
+    flagged = log_odds >= threshold_log_odds
+    rates = {"false_positive_rate": float(flagged[labels == 0].mean()) if (labels == 0).any() else math.nan}
+    rates["true_positive_rate"] = float(flagged[labels == 1].mean()) if (labels == 1).any() else math.nan
+    return rates
+
+
+def eer_threshold(labels: np.ndarray, log_odds: np.ndarray) -> dict:
+    """The threshold (calibrated probability) where the false-positive rate first reaches the false-negative rate."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(labels, log_odds)
+    crossing = int(np.argmax(fpr >= 1 - tpr))
+    return {"eer_threshold": float(sigmoid(np.clip(thresholds[crossing], -50, 50)))}
+
+
+def window_duration(videos: list[str], seed: int, sample_size: int = 500) -> float | None:
+    """
+    The median duration of (a seeded sample of) the training videos: a training window spreads `num_frames` frames
+    over a whole video, so this is how long a window at inference should last. None without timed videos (frame
+    folders).
+    """
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(videos, size=min(sample_size, len(videos)), replace=False) if videos else []
+    durations = []
+    for video in sample:
+        if os.path.isdir(video):
+            continue
+        try:
+            duration = probe_video(video).duration
+        except VideoDecodeError:
+            continue
+        if duration:
+            durations.append(duration)
+    return float(np.median(durations)) if durations else None
 
 
 def is_improvement(value: float, best: float | None, metric_name: str) -> bool:
@@ -929,20 +1089,91 @@ def end_epoch(args, accelerator, lr_scheduler, state: dict, epoch: int, metrics:
     save_checkpoint(accelerator, checkpoints_dir, checkpoint_state, args.checkpoints_total_limit)
 
 
-def evaluate_only(args, accelerator, model, processor, metric, eval_dataloader, data: VideoData):
-    """--do_eval: metrics.json and roc_curve.png of --model_path on the evaluation data."""
-    model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
-    metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
-    if accelerator.is_main_process:
-        output_dir = Path(args.output_dir)
-        results = {f"eval_{name}": value for name, value in metrics.items()}
-        results.update(eval_samples=len(labels), eval_class_counts=class_counts(labels), skipped_videos=data.skipped)
-        write_json(output_dir / "metrics.json", results)
-        plot_roc_curve(labels, scores, metrics, output_dir / "roc_curve.png")
-        logger.info(
-            f"Evaluation of {args.model_path} on {len(labels)} videos ({data.skipped} unreadable skipped): "
-            f"{json.dumps(json_ready(metrics))}"
+def evaluation_sets(args) -> list[tuple[str, argparse.Namespace]]:
+    """(name, arguments that load only this set) per evaluation set: each --eval_dir (named by its folder), or the
+    --dataset_name split."""
+    if not args.eval_dir:
+        return [(args.dataset_name, args)]
+    sets, names = [], set()
+    for eval_dir in args.eval_dir:
+        name = Path(eval_dir).stem or str(eval_dir)
+        while name in names:  # test/ of two datasets
+            name = f"{name}-{len(names) + 1}"
+        names.add(name)
+        sets.append((name, argparse.Namespace(**{**vars(args), "eval_dir": [eval_dir]})))
+    return sets
+
+
+def evaluate_only(args, accelerator, model, processor, metric):
+    """
+    --do_eval: every evaluation set scored by --model_path with its stored calibration and decision threshold, each
+    video one window spread over it (its frames as in training). Writes predictions.csv (set, path, true label,
+    score, verdict), metrics.json (per set; the threshold-dependent metrics at the stored threshold) and a ROC curve
+    per set, and prints the cross-dataset table.
+    """
+    rule = DecisionRule.from_config(model.config)
+    temperature = model.config.calibration_temperature
+    model = accelerator.prepare(model)
+    output_dir = Path(args.output_dir)
+    results, predictions = {}, []
+    sets = evaluation_sets(args)
+    for name, set_args in sets:
+        data = load_data(set_args, accelerator, processor)
+        dataloader = accelerator.prepare(make_eval_dataloader(set_args, data))
+        _, labels, log_odds = evaluate_model(model, dataloader, processor, metric, accelerator)
+        scores = sigmoid(log_odds / temperature)
+        verdicts = np.array([rule.decide([score]).fake for score in scores], dtype=np.int64)
+        metrics = metric.compute(predictions=verdicts, references=labels, prediction_scores=scores)
+        results[name] = {f"eval_{key}": value for key, value in metrics.items()}
+        results[name].update(
+            eval_samples=len(labels), eval_class_counts=class_counts(labels), skipped_videos=data.skipped
         )
+        predictions += [
+            {"set": name, "path": video, "label": CLASS_NAMES[label], "score": round(float(score), 6),
+             "verdict": CLASS_NAMES[verdict]}
+            for video, label, score, verdict in zip(data.evaluation["video"], labels, scores, verdicts)
+        ]  # fmt: skip
+        if accelerator.is_main_process:
+            roc_name = "roc_curve.png" if len(sets) == 1 else f"roc_curve-{name}.png"
+            plot_roc_curve(labels, scores, metrics, output_dir / roc_name)
+    if accelerator.is_main_process:
+        write_json(
+            output_dir / "metrics.json",
+            {"model": args.model_path, "threshold": rule.threshold, "rule": rule.describe(), "sets": results},
+        )
+        write_predictions(output_dir / "predictions.csv", predictions)
+        print(cross_dataset_table(results, rule.threshold))
+
+
+def write_predictions(path: Path, predictions: list[dict]):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["set", "path", "label", "score", "verdict"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(predictions)
+    write_atomically(path, buffer.getvalue())
+
+
+CROSS_DATASET_COLUMNS = {
+    "eval_roc_auc": "AUC",
+    "eval_average_precision": "AP",
+    "eval_eer": "EER",
+    "eval_balanced_accuracy": "bal. acc.",
+    "eval_recall_real": "recall real",
+    "eval_recall_fake": "recall fake",
+}
+
+
+def cross_dataset_table(results: dict[str, dict], threshold: float) -> str:
+    """One row per evaluation set: threshold-free AUC, AP and EER, then balanced accuracy and per-class recall at the
+    stored threshold (the field's protocol: train on one set, test on the others)."""
+    width = max(len("set"), *(len(name) for name in results))
+    titles = "  ".join(f"{title:>11}" for title in CROSS_DATASET_COLUMNS.values())
+    header = f"{'set':<{width}}  {'videos':>6}  {titles}"
+    lines = [f"Evaluation at threshold {threshold:.4f}:", header]
+    for name, metrics in results.items():
+        values = "  ".join(f"{metrics[key]:>11.4f}" for key in CROSS_DATASET_COLUMNS)
+        lines.append(f"{name:<{width}}  {metrics['eval_samples']:>6}  {values}")
+    return "\n".join(lines)
 
 
 # Export
@@ -967,9 +1198,10 @@ def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dat
     output_dir = Path(args.output_dir)
     best_checkpoint = output_dir / "checkpoints" / state["best_checkpoint"]
     load_checkpoint(accelerator, model, best_checkpoint)
-    metrics, labels, scores = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
+    metrics, labels, log_odds = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
     if not accelerator.is_main_process:
         return
+    calibration = calibrate(labels, log_odds, args.target_false_positive_rate)
     summary = {
         "best_checkpoint": best_checkpoint.name,
         "best_epoch": state["best_epoch"],
@@ -981,20 +1213,59 @@ def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dat
     results = {f"eval_{name}": value for name, value in metrics.items()}
     results.update(eval_samples=len(labels), train_samples=sum(run["data"]["train"].values()), **summary)
     model_to_export = export_model(args, best_checkpoint)
+    model_to_export.config.update({**calibration.pop("config"), "window_duration": run["window_duration"]})
+    results["calibration"] = calibration
     readme = model_card(args, model_to_export, summary, metrics)
     extra_files = {
         "metrics.json": lambda path: write_json(path, results),
-        "roc_curve.png": lambda path: plot_roc_curve(labels, scores, metrics, path),
+        "roc_curve.png": lambda path: plot_roc_curve(labels, sigmoid(log_odds), metrics, path),
     }
     with reporting_full_disk(output_dir / EXPORT_NAME, "the export"):
         export_dir = save_detector(
             model_to_export, processor, output_dir / EXPORT_NAME, readme=readme, extra_files=extra_files
         )
+    logger.info(describe_calibration(calibration))
     logger.info(
         f"Done in {state['train_runtime'] / 60:.1f} min: best {args.metric_for_best_model} "
         f"{metrics[args.metric_for_best_model]:.4f} at epoch {state['best_epoch']} ({best_checkpoint.name}); "
         f"{run['skipped_videos']} unreadable video(s) skipped. Exported to {export_dir}, with its metrics.json and "
         "roc_curve.png"
+    )
+
+
+def describe_calibration(calibration: dict) -> str:
+    text = (
+        f"Calibration on {calibration['real_videos']} real + {calibration['fake_videos']} fake validation videos: "
+        f"temperature {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} -> "
+        f"{calibration['ece_after']:.4f}"
+    )
+    if "threshold" in calibration:
+        text += (
+            f"; threshold {calibration['threshold']:.4f} at a target false-positive rate of "
+            f"{calibration['target_false_positive_rate']:g} (validation: FPR {calibration['false_positive_rate']:.3f}, "
+            f"TPR {calibration['true_positive_rate']:.3f})"
+        )
+    if "eer_threshold" in calibration:
+        text += f"; EER threshold {calibration['eer_threshold']:.4f}"
+    return text
+
+
+def describe_decision(config) -> str:
+    """The card's paragraph on how the export reaches a verdict (the calibration stored in its config)."""
+    windows = (
+        f"Videos longer than {1.5 * config.window_duration:.2f} s are tiled with windows of "
+        f"{config.window_duration:.2f} s, the median duration of the training videos, each sampled as in training."
+        if config.window_duration
+        else "Each video is one window, its frames spread over the whole video."
+    )
+    if config.decision_threshold is None:
+        return f"{windows} No decision threshold was calibrated (fewer than 2 real validation videos): 0.5 applies."
+    return (
+        f"{windows} A video is fake when its top window's fake probability (calibrated with temperature "
+        f"{config.calibration_temperature:.3f}) reaches {config.decision_threshold:.4f}, the threshold at the "
+        "target false-positive rate on the real validation videos; a video of more windows is held to a higher "
+        "threshold, so that long real videos are not flagged more often than short ones. `dfd predict --threshold` "
+        "and the Endpoint's `threshold` parameter override it."
     )
 
 
@@ -1080,6 +1351,7 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
         precision=precision,
         training_minutes=summary["train_runtime"] / 60,
         metric_rows="\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items()),
+        decision=describe_decision(config),
         repo=args.hub_model_id or "path/to/model",
     )
 
@@ -1117,12 +1389,12 @@ def main(argv=None):
     with accelerator.main_process_first():
         metric = load_dfd_metrics(keep_in_memory=True)
 
-    data = load_data(args, accelerator, processor)
-    eval_dataloader = make_eval_dataloader(args, data)
     if args.do_eval:
-        evaluate_only(args, accelerator, model, processor, metric, eval_dataloader, data)
+        evaluate_only(args, accelerator, model, processor, metric)
         accelerator.end_training()
         return
+    data = load_data(args, accelerator, processor)
+    eval_dataloader = make_eval_dataloader(args, data)
     train_dataloader, sampler_generator = make_train_dataloader(args, data)
 
     optimizer = make_optimizer(args, model)

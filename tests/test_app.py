@@ -80,8 +80,12 @@ def test_analysis_gives_the_scorers_verdict_with_timeline_frames_and_report(scor
 
     assert result.error is None
     assert result.record["label"] == expected.label
-    assert result.record["fake_probability"] == pytest.approx(expected.fake_probability)
-    assert f"verdict **{expected.label}**, fake score {expected.fake_probability:.3f}" in result.verdict
+    assert result.record["score"] == pytest.approx(expected.score)
+    assert (
+        f"verdict **{expected.label}**, score {expected.score:.3f} (top window, threshold {expected.threshold:.3f}); "
+        f"flagged windows: " in result.verdict
+    )
+    assert f"; mean {expected.mean_fake_probability:.3f}" in result.verdict
     report = json.loads(Path(result.report).read_text())
     assert report == {**json.loads(json.dumps(expected.to_dict())), "path": "moving.mp4"}  # no server path leaks
     assert Path(result.timeline).read_bytes().startswith(b"\x89PNG")
@@ -131,7 +135,7 @@ def test_urls_are_downloaded_within_the_size_limit(scorer, video, file_server, t
 
     (expected,) = scorer.predict([str(video)])
     assert scored.record["label"] == expected.label
-    assert scored.record["fake_probability"] == pytest.approx(expected.fake_probability)
+    assert scored.record["score"] == pytest.approx(expected.score)
     assert missing.error == "cannot download: HTTP 404 File not found"
     assert not list((tmp_path / "work").rglob("*.video"))  # downloads are deleted once scored
 
@@ -222,7 +226,7 @@ def test_the_page_in_a_real_browser_shows_the_verdict_and_timeline(served, score
             verdicts.first.wait_for(timeout=120_000)
 
             good, bad = (" ".join(text.split()) for text in verdicts.all_inner_texts())
-            assert f"upload.mp4: verdict {expected.label}, fake score {expected.fake_probability:.3f}" in good
+            assert f"upload.mp4: verdict {expected.label}, score {expected.score:.3f} (top window" in good
             assert bad.startswith("garbage.mp4: error: not a video FFmpeg can read")
             assert "Traceback" not in page.content()
             timeline = page.locator(".dfd-timeline img").first
@@ -292,5 +296,5 @@ def test_space_command_writes_the_folder_and_serve_refuses_too_many_windows(tmp_
 
     args = commands().parse_args(["serve", "--model", "unused", "--windows", "33"])
     assert (args.port, args.share) == (7860, False)
-    with pytest.raises(ValueError, match="--windows 33 is above the limit of 32"):
+    with pytest.raises(ValueError, match=r"--windows 33 is outside \[0, 32\]"):
         args.run(args)

@@ -240,3 +240,17 @@ def test_frozen_prefix_benchmark_times_a_git_revision_beside_the_checkout(tmp_pa
     assert all(row["step_ms"] > 0 for row in result["rows"])
     assert result["goals"][0]["goal"] == "tiny: step time saved by the shortcut (x)"
     assert "| tiny | blocks 2-3 | 1x2 | baseline |" in stdout
+
+
+def test_decision_rule_benchmark_scores_every_row(tmp_path, tiny_detector_dir):
+    result, stdout = run_script("bench_decision_rule", tmp_path, "--model", str(tiny_detector_dir))
+    names = [row["videos"] for row in result["rows"]]
+    assert names == ["real, 2 s", "real, 10 s", "real, 30 s", "real, 60 s"] + [
+        f"30 s, fake {stretch}" for stretch in ("11-11.5 s", "11-12 s", "10-16 s")
+    ]
+    # A model without window_duration: one window per video, where every rule is the same.
+    for row in result["rows"]:
+        assert row["windows"] == 1
+        rules = ("top 1", "top 2", "top 3", "top 1, one threshold", "mean >= 0.5 (before)")
+        assert len({row[rule] for rule in rules}) == 1
+    assert "| real, 60 s | 1 |" in stdout

@@ -92,15 +92,24 @@ def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, re
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["path"] for row in rows] == list(reference_probabilities)
     for row in rows:
-        assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
-        assert row["label"] == ("fake" if float(row["fake_probability"]) > 0.5 else "real")
-        assert row["error"] == "" and row["num_windows"] == "1"
-        timestamps = [float(value) for value in row["timestamps"].split()]
+        # A model without window_duration or a threshold: one window, the card's prediction at 0.5, 4 decimals.
+        assert float(row["score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
+        assert len(row["score"].split(".")[1]) <= 4
+        assert row["label"] == ("fake" if float(row["score"]) >= 0.5 else "real")
+        assert row["threshold"] == "0.5" and row["rule"] == "top window"
+        assert row["mean_fake_probability"] == row["max_fake_probability"] == row["score"]
         total = SHORT_FRAMES if "short" in row["path"] else LONG_FRAMES
+        flagged = f"0.00-{(total - 1) / FPS:.2f}s" if row["label"] == "fake" else "-"
+        assert row["flagged_windows"] == flagged
+        assert row["error"] == "" and row["num_windows"] == "1"
+        assert float(row["duration"]) == pytest.approx(total / FPS)
+
+    result = dfd("predict", *paths, "--model", tiny_detector_dir, "--format", "json", "--device", "cpu")
+    for record in json.loads(result.stdout):
+        total = SHORT_FRAMES if "short" in record["path"] else LONG_FRAMES
         # Frame i is shown at i / fps: the card's np.linspace(0, total - 1, 12) frames.
         expected = np.linspace(0, total - 1, 12).astype(int) / FPS
-        np.testing.assert_allclose(timestamps, expected, atol=1e-6)
-        assert float(row["duration"]) == pytest.approx(total / FPS)
+        np.testing.assert_allclose(record["windows"][0]["timestamps"], expected, atol=1e-6)
 
 
 def test_predict_decodes_with_the_package_not_the_model_folders_copy(tiny_detector_dir, videos, tmp_path):
@@ -130,10 +139,11 @@ def test_predict_table_reports_bad_inputs_on_their_own_line_and_exits_1(tiny_det
     assert truncated.startswith(f"error: {videos / 'truncated.mp4'}: ")
     assert "Traceback" not in result.stderr
     header, *rows = [line.split() for line in result.stdout.splitlines()]
-    assert header == ["video", "label", "fake_prob", "frames"]
+    assert header == ["video", "label", "score", "threshold", "flagged_windows", "mean", "windows"]
     assert [row[0] for row in rows] == in_folder(videos, "short.mp4", "sub/long.mp4", "missing.mp4", "truncated.mp4")
     assert all(row[1] in ("real", "fake") for row in rows[:2])
-    assert 0 <= float(rows[0][2]) <= 1 and rows[0][3:] == ["12", "@", "0.00-1.56s"]
+    flagged = "0.00-1.56s" if rows[0][1] == "fake" else "-"
+    assert 0 <= float(rows[0][2]) <= 1 and rows[0][3:] == ["0.5000", flagged, rows[0][2], "1"]
     assert [row[1] for row in rows[2:]] == ["error", "error"]
 
 
@@ -163,12 +173,18 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
             assert (window["start"], window["end"]) == (window["timestamps"][0], window["timestamps"][-1])
             assert 0 <= window["start"] < window["end"] <= duration
         fake = [window["fake_probability"] for window in windows]
-        assert record["fake_probability"] == pytest.approx(np.mean(fake), abs=1e-6)
-        assert record["max_fake_probability"] == pytest.approx(max(fake))
+        assert record["mean_fake_probability"] == pytest.approx(np.mean(fake), abs=1e-6)
+        assert record["max_fake_probability"] == record["score"] == pytest.approx(max(fake))
         worst = int(np.argmax(fake))
         suspicious = {"start": windows[worst]["start"], "end": windows[worst]["end"], "window": worst}
         assert record["most_suspicious"] == suspicious
-        assert record["scores"]["fake"] == pytest.approx(record["fake_probability"])
+        # The rule: fake when the top window reaches the threshold; every window that reaches it is flagged.
+        assert record["threshold"] == 0.5 and record["label"] == ("fake" if max(fake) >= 0.5 else "real")
+        flagged = [index for index, probability in enumerate(fake) if probability >= 0.5]
+        assert [window["window"] for window in record["flagged_windows"]] == flagged
+        for window in record["flagged_windows"]:
+            scored = windows[window["window"]]
+            assert (window["start"], window["end"]) == (scored["start"], scored["end"])
 
     pngs = sorted(str(path.relative_to(plots)) for path in plots.rglob("*.png"))
     assert pngs == ["short.mp4.png", "sub/long.mp4.png"]  # named after the videos' paths under the shared folder
@@ -178,10 +194,26 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
 
 
 def test_usage_errors_exit_2(tiny_detector_dir, videos):
-    for args in (["predict"], ["predict", videos / "short.mp4", "--windows", "0"], ["convert", "x.pt"]):
+    for args in (
+        ["predict"],
+        ["predict", videos / "short.mp4", "--windows", "0"],
+        ["predict", videos / "short.mp4", "--threshold", "1"],
+        ["predict", videos / "short.mp4", "--threshold", "high"],
+        ["convert", "x.pt"],
+    ):
         result = dfd(*args)
         assert result.returncode == 2, args
         assert "usage: dfd" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_threshold_overrides_the_models(tiny_detector_dir, videos, reference_probabilities):
+    short = str(videos / "short.mp4")
+    probability = reference_probabilities[short]
+    for threshold, label in ((probability / 2, "fake"), ((1 + probability) / 2, "real")):
+        result = dfd("predict", short, "--model", tiny_detector_dir, "--format", "json", "--threshold", threshold)
+        (record,) = json.loads(result.stdout)
+        assert (record["label"], record["threshold"]) == (label, pytest.approx(threshold))
+        assert len(record["flagged_windows"]) == (label == "fake")
 
 
 def test_clips_is_the_earlier_name_of_windows():
@@ -236,7 +268,7 @@ def test_predict_splits_videos_between_processes_and_merges_them(
     assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
     assert [path.name for path in tmp_path.iterdir()] == ["merged.csv"]  # every process's journal is removed
     for row in (rows[0], rows[2]):
-        assert float(row["fake_probability"]) == pytest.approx(reference_probabilities[row["path"]], abs=1e-5)
+        assert float(row["score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
 
 
 def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):

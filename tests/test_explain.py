@@ -133,7 +133,7 @@ def test_web_page_explains_the_most_suspicious_window_of_a_flagged_video(scorer,
     from dfd.tools.app import VideoAnalyzer
 
     inputs = [("fake.mp4", str(long_fake)), ("real.mp4", str(real_video))]
-    flagged, unflagged = VideoAnalyzer(scorer, work_dir=tmp_path).analyze(inputs, 2)
+    flagged, unflagged = VideoAnalyzer(scorer, work_dir=tmp_path).analyze(inputs, 2, explain=True)
     assert flagged.error is None and flagged.record["label"] == "fake"
     with Image.open(flagged.explanation) as image:
         assert image.format == "PNG"

@@ -126,6 +126,9 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
         {"inputs": "this is not base64!"},
         {"inputs": base64.b64encode(b"\x00" * 2000).decode()},
         {"inputs": encode(short), "parameters": {"windows": 4}},
+        {"inputs": encode(short), "parameters": {"threshold": 1e-6}},
+        {"inputs": encode(short), "parameters": {"threshold": 1.5}},
+        {"inputs": encode(short), "parameters": {"threshold": "high"}},
     ]
     path_requests = [{"inputs": str(short)}, {"inputs": str(folder / "missing.mp4")}]
     responses = run_endpoint(
@@ -138,13 +141,18 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     )
     by_allowed_path, by_allowed_missing_path = responses[len(requests) :]
     plain, with_windows, with_clips, by_url, by_path, by_missing_path, *responses = responses[: len(requests)]
-    by_relative_path, too_large, too_large_url, too_long, not_base64, not_video, many = responses
+    by_relative_path, too_large, too_large_url, too_long, not_base64, not_video, many, *responses = responses
+    low_threshold, *bad_thresholds = responses
 
     # Same numbers as processor + model in this process, sorted by score.
     (scores,) = tiny_detector_scores([short])
     expected = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     assert [entry["label"] for entry in plain] == [label for label, _ in expected]
     assert [entry["score"] for entry in plain] == pytest.approx([score for _, score in expected], abs=1e-5)
+    # The verdict (first) says at which threshold, and which windows reached it: the whole video's one, if fake.
+    assert plain[0]["threshold"] == 0.5 and plain[0]["mean_score"] == pytest.approx(scores["fake"], abs=1e-5)
+    fake = plain[0]["label"] == "fake"
+    assert [(window["start"], window["end"]) for window in plain[0]["flagged_windows"]] == [(0.0, 1.56)] * fake
     assert by_url == plain  # the same bytes, however they arrive
 
     # Paths on the endpoint are off by default, and refused alike whether the file exists or not.
@@ -158,10 +166,17 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     }
 
     (top,) = with_windows
-    assert set(top) == {"label", "score", "windows"}
+    assert set(top) == {"label", "score", "threshold", "flagged_windows", "mean_score", "windows"}
     assert [(window["start"], window["end"]) for window in top["windows"]] == [(0.0, 0.76), (0.8, 1.56)]
-    assert top["score"] == pytest.approx(np.mean([window["score"] for window in top["windows"]]), abs=1e-6)
+    # The rule's score: the top window's fake probability (for a real verdict, the real class's complement).
+    pick = max if top["label"] == "fake" else min
+    assert top["score"] == pytest.approx(pick(window["score"] for window in top["windows"]), abs=1e-6)
     assert with_clips == with_windows
+
+    assert low_threshold[0]["label"] == "fake" and low_threshold[0]["threshold"] == 1e-6
+    assert len(low_threshold[0]["flagged_windows"]) == 1
+    for refused, value in zip(bad_thresholds, ("1.5", "'high'")):
+        assert refused == {"error": f"parameter 'threshold' must be a number in (0, 1), got {value}"}
 
     for refused in (too_large, too_large_url):  # base64 is refused on its length, before decoding
         assert refused["error"].startswith("the video is ")

@@ -40,10 +40,12 @@ def test_checkout_root_loads_through_auto_classes():
 def test_pipeline_classifies_a_real_mp4(tiny_detector_dir, tiny_detector_scores, make_video):
     video = make_video("clip.mp4", numbered_frames(40))
     classifier = pipeline("video-classification", model=str(tiny_detector_dir), trust_remote_code=True)
+    assert type(classifier).__name__ == "DFDVideoClassificationPipeline"  # config.json's custom_pipelines
     predictions = classifier(str(video))
     assert sorted(p["label"] for p in predictions) == ["fake", "real"]
     assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
-    assert predictions[0]["score"] >= predictions[1]["score"]
+    # The verdict first; without a stored threshold it is 0.5, so the verdict is the higher score.
+    assert predictions[0]["threshold"] == 0.5 and predictions[0]["score"] >= predictions[1]["score"]
 
     # Same numbers as processor + model by hand.
     by_label = {p["label"]: p["score"] for p in predictions}
@@ -89,8 +91,8 @@ def test_an_export_is_a_deployable_repo_readable_as_the_umask_says(tiny_detector
         os.umask(previous)
     # The files the Endpoint runs, and the ones they import, as in the checkout.
     exported = (
-        "handler.py", "inference.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py", "processing_dfd.py",
-        "modeling_dfd.py",
+        "handler.py", "inference.py", "pipeline_dfd.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py",
+        "processing_dfd.py", "modeling_dfd.py",
     )
     for name in exported:
         assert (target / name).read_bytes() == (REPO_ROOT / name).read_bytes(), name

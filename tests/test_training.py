@@ -5,6 +5,8 @@ CLIP, plus its arguments, model card and data helpers (frame cache, augmentation
 The learnable task: real videos are bright, fake ones dark. Runs share one frame cache, so only the first decodes.
 """
 
+import csv
+import io
 import json
 import os
 import re
@@ -152,6 +154,17 @@ def test_run_trains_evaluates_checkpoints_and_exports(trained, data):
     # The exported weights are the best checkpoint's: evaluating them again gives that epoch's numbers.
     assert metrics["eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
 
+    # Calibration on the validation videos, stored with the export: the window duration is the training videos'
+    # (8 frames at 25 fps; the frame folder has none), the temperature and threshold are the calibration's.
+    config = json.loads((output_dir / "model" / "config.json").read_text())
+    calibration = metrics["calibration"]
+    assert config["window_duration"] == pytest.approx(8 / 25)
+    assert config["calibration_temperature"] == calibration["temperature"] > 0
+    assert config["decision_threshold"] == calibration["threshold"]
+    assert config["real_log_odds"] == calibration["real_log_odds"]
+    assert calibration["false_positive_rate"] <= calibration["target_false_positive_rate"] == 0.05
+    assert {"ece_before", "ece_after", "true_positive_rate", "eer_threshold"} <= set(calibration)
+
     # The newest 2 checkpoints plus the best one; nothing half-written is left behind.
     checkpoints = sorted(path.name for path in (output_dir / "checkpoints").iterdir())
     assert checkpoints == sorted({"checkpoint-14", "checkpoint-16", metrics["best_checkpoint"]})
@@ -268,19 +281,44 @@ print(json.dumps({{
     assert loaded["loss"] == pytest.approx(metrics["eval_loss"], abs=1e-5)
 
 
-def test_do_eval_reproduces_validation_metrics(trained, data, cache_dir, tmp_path):
+def test_do_eval_reproduces_validation_metrics_on_several_sets(trained, data, cache_dir, tmp_path):
     output_dir, _ = trained
-    run_script(
+    result = run_script(
         "--do_eval",
         "--model_path", output_dir / "model",
-        "--eval_dir", data / "val",
+        "--eval_dir", data / "val", data / "train",
         "--cache_dir", cache_dir,
         "--output_dir", tmp_path / "eval",
     )  # fmt: skip
-    evaluated = eval_metrics(tmp_path / "eval")
-    for name, value in eval_metrics(output_dir).items():
-        assert evaluated[name] == pytest.approx(value, abs=1e-6), name
-    assert (tmp_path / "eval" / "roc_curve.png").is_file()
+    evaluation = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    training = json.loads((output_dir / "metrics.json").read_text())
+    calibration = training["calibration"]
+    assert evaluation["threshold"] == calibration["threshold"]
+    evaluated = evaluation["sets"]["val"]
+    # Threshold-free metrics as in training; the rest at the stored threshold, where calibration measured the rates.
+    for name in ("eval_roc_auc", "eval_average_precision", "eval_eer"):
+        assert evaluated[name] == pytest.approx(training[name], abs=1e-6), name
+    assert evaluated["eval_recall_real"] == pytest.approx(1 - calibration["false_positive_rate"])
+    assert evaluated["eval_recall_fake"] == pytest.approx(calibration["true_positive_rate"])
+    assert evaluation["sets"]["train"]["eval_samples"] == 13  # the corrupt video is skipped
+    for name in ("val", "train"):
+        assert (tmp_path / "eval" / f"roc_curve-{name}.png").is_file()
+
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "eval" / "predictions.csv").read_text())))
+    assert [row["set"] for row in rows] == ["val"] * 6 + ["train"] * 13
+    for row in rows:
+        assert row["label"] == ("fake" if "/fake/" in row["path"] else "real")
+        fake = float(row["score"]) >= calibration["threshold"]
+        assert row["verdict"] == ("fake" if fake else "real")
+    val = [row for row in rows if row["set"] == "val"]
+    recall_real = np.mean([row["verdict"] == "real" for row in val if row["label"] == "real"])
+    assert recall_real == pytest.approx(evaluated["eval_recall_real"])
+
+    # The cross-dataset table: one row per set.
+    table = result.stdout[result.stdout.index("Evaluation at threshold") :].splitlines()
+    assert table[1].split()[:3] == ["set", "videos", "AUC"]
+    assert [line.split()[:2] for line in table[2:4]] == [["val", "6"], ["train", "13"]]
+    assert float(table[2].split()[2]) == pytest.approx(evaluated["eval_roc_auc"], abs=1e-4)
 
 
 def test_sigkill_then_resume_reaches_the_same_result(trained, train_args, tmp_path):

@@ -2,8 +2,9 @@
 
     dfd serve --model Arko007/deepfake-detector-dfd-sota --port 7860
 
-Per video the page shows the verdict (the scorer's label) and the fake score, the timeline of window scores with the
-most suspicious window shaded, that window's frames, where its fake evidence lies when it is flagged (`dfd predict
+Per video the page shows the verdict by the model's decision rule (inference.DecisionRule) with the score it used,
+the threshold and the flagged windows, the timeline of window scores with every flagged window shaded, the most
+suspicious window's frames, where its fake evidence lies when it is flagged and explanations are on (`dfd predict
 --explain`'s picture), and its JSON report (`dfd predict --format json`'s record).
 Videos are scored by `VideoScorer`, as by `dfd predict` and the endpoint, under the endpoint handler's limits on size,
 duration and windows (the same `DFD_MAX_*` variables). Gradio is an optional extra: `pip install "dfd-detector[app]"`.
@@ -39,7 +40,7 @@ from .plots import write_explanation, write_plot
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: the app never phones home
 
-DEFAULT_WINDOWS = 4
+DEFAULT_WINDOWS = 0  # windows of the model's training duration (its window_duration), up to DFD_MAX_WINDOWS
 FRAME_THUMBNAIL_SIZE = 512
 
 
@@ -70,10 +71,14 @@ class VideoResult:
     def verdict(self) -> str:
         if self.record is None:
             return f"**{self.name}**: error: {self.error}"
-        suspicious = self.record["most_suspicious"]
-        line = f"**{self.name}**: verdict **{self.record['label']}**, fake score {self.record['fake_probability']:.3f}"
-        if len(self.record["windows"]) > 1:
-            line += f"; most suspicious window {_time_range(suspicious)}: {self.record['max_fake_probability']:.3f}"
+        record = self.record
+        line = (
+            f"**{self.name}**: verdict **{record['label']}**, score {record['score']:.3f} ({record['rule']}, "
+            f"threshold {record['threshold']:.3f})"
+        )
+        if len(record["windows"]) > 1:
+            flagged = ", ".join(_time_range(window) for window in record["flagged_windows"]) or "none"
+            line += f"; flagged windows: {flagged}; mean {record['mean_fake_probability']:.3f}"
         return line + (f" (error: {self.error})" if self.error else "")
 
 
@@ -92,16 +97,25 @@ class VideoAnalyzer:
     def __init__(self, scorer: VideoScorer, limits: Limits | None = None, work_dir: str | None = None):
         self.scorer = scorer
         self.explainer = VideoExplainer(scorer, choose=flagged_most_suspicious)
+        # An explanation costs dozens of forward and backward passes (benchmarks/bench_explain.py): on a CPU, with a
+        # full-size model, minutes per video; so it is on by default only on a GPU.
+        self.explain_by_default = scorer.device.type == "cuda"
         self.limits = limits or Limits()
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="dfd-app-"))
 
-    def analyze(self, inputs: list[tuple[str, str]], num_windows: int, progress=None) -> list[VideoResult]:
+    def analyze(
+        self, inputs: list[tuple[str, str]], num_windows: int | None, progress=None, explain: bool | None = None
+    ) -> list[VideoResult]:
         """
         One `VideoResult` per (name, path or http(s) URL) input, in order; a bad input becomes its one-line error.
-        `progress(fraction, desc)` hears about each step.
+        `num_windows`: windows per video, or None (or 0) for windows of the training duration, up to the limit.
+        `progress(fraction, desc)` hears about each step. `explain`: show where a flagged video's fake evidence lies
+        (default: `explain_by_default`).
         """
         progress = progress or (lambda fraction, desc: None)
-        if not 1 <= num_windows <= self.limits.max_windows:
+        explain = self.explain_by_default if explain is None else explain
+        num_windows = num_windows or None
+        if num_windows is not None and not 1 <= num_windows <= self.limits.max_windows:
             raise ValueError(f"windows must lie in [1, {self.limits.max_windows}] (DFD_MAX_WINDOWS), got {num_windows}")
         run_dir = self.work_dir / uuid.uuid4().hex
         run_dir.mkdir(parents=True)
@@ -116,10 +130,11 @@ class VideoAnalyzer:
                     checked.append((result, self._check(source, download), run_dir / str(position)))
                 except ValueError as error:
                     result.error = str(error)
-            with closing(self.scorer.predict([info for _, info, _ in checked], num_windows)) as predictions:
+            videos = [info for _, info, _ in checked]
+            with closing(self.scorer.predict(videos, num_windows, self.limits.max_windows)) as predictions:
                 for done, (result, info, folder) in enumerate(checked):
                     progress(0.1 + 0.9 * done / len(checked), f"Decoding and scoring {result.name}")
-                    self._illustrate(result, info, next(predictions), num_windows, folder)
+                    self._illustrate(result, info, next(predictions), folder, explain)
         finally:
             for path in run_dir.glob("*.video"):  # downloads are kept only while scored
                 path.unlink()
@@ -143,7 +158,12 @@ class VideoAnalyzer:
         return info
 
     def _illustrate(
-        self, result: VideoResult, info: VideoInfo, prediction: VideoPrediction | VideoError, num_windows: int, folder
+        self,
+        result: VideoResult,
+        info: VideoInfo,
+        prediction: VideoPrediction | VideoError,
+        folder: Path,
+        explain: bool,
     ):
         if isinstance(prediction, VideoError):
             result.error = prediction.reason
@@ -156,11 +176,11 @@ class VideoAnalyzer:
         result.timeline = str(folder / "timeline.png")
         result.report = str(write_json(folder / f"{Path(result.name).stem or 'video'}.json", record))
         try:
-            result.frames = self._suspicious_frames(info, prediction, num_windows, folder)
+            result.frames = self._suspicious_frames(info, prediction, folder)
         except VideoDecodeError as error:  # the file changed or broke between scoring and now
             result.error = f"its frames cannot be shown: {error.reason}"
-        if flagged_most_suspicious(prediction):
-            self._explain(result, info, num_windows, folder)
+        if explain and flagged_most_suspicious(prediction):
+            self._explain(result, info, len(prediction.windows), folder)
 
     def _explain(self, result: VideoResult, info: VideoInfo, num_windows: int, folder: Path):
         explanation = next(self.explainer.explain([info], num_windows))
@@ -172,12 +192,13 @@ class VideoAnalyzer:
         write_explanation(result.name, window, path, self.explainer.method.replace("_", " "))
         result.explanation = str(path)
 
-    def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, num_windows: int, folder: Path):
+    def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, folder: Path):
         """
         The most suspicious window's frames (the very frames the model saw, before resizing: face crops when its
         processor crops faces), as JPEG thumbnails.
         """
         window = prediction.most_suspicious_window
+        num_windows = len(prediction.windows)
         indices = window_frame_indices(info.total_frames, self.scorer.processor.num_frames, num_windows)[window]
         decoded = read_video(info, indices=indices)
         seen, _ = self.scorer.processor.crop_window(decoded.frames)
@@ -235,7 +256,8 @@ def build_app(analyzer: VideoAnalyzer, default_windows: int = DEFAULT_WINDOWS, t
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             f"# {title}\nDrop one or more videos, or paste video URLs (one per line). Each video is cut into time "
-            "windows of 12 evenly spaced frames; its fake score is the mean of the windows' fake probabilities. "
+            "windows as long as the model's training videos (or as many as the slider says, 0: automatic), 12 evenly "
+            "spaced frames each; it is fake when its top window's fake probability reaches the model's threshold. "
             f"Up to {limits.max_input_bytes / 1e6:g} MB and {limits.max_duration:g} s per video."
         )
         with gr.Row():
@@ -243,20 +265,30 @@ def build_app(analyzer: VideoAnalyzer, default_windows: int = DEFAULT_WINDOWS, t
             with gr.Column():
                 urls = gr.Textbox(label="Video URLs", placeholder="https://example.com/video.mp4", lines=3)
                 windows = gr.Slider(
-                    1, limits.max_windows, value=min(default_windows, limits.max_windows), step=1, label="Time windows"
+                    0,
+                    limits.max_windows,
+                    value=min(default_windows, limits.max_windows),
+                    step=1,
+                    label="Time windows (0: windows of the training duration)",
+                )
+                explain = gr.Checkbox(
+                    value=analyzer.explain_by_default,
+                    label="Show where the fake evidence lies in a flagged video (dozens of passes per video: "
+                    "minutes on a CPU)",
                 )
                 button = gr.Button("Analyze", variant="primary")
         results = gr.State([])
         summary = gr.Markdown()
 
-        def analyze(files, urls, num_windows, progress=gr.Progress()):
+        def analyze(files, urls, num_windows, explain, progress=gr.Progress()):
             inputs = _inputs(files, urls)
             if not inputs:
                 raise gr.Error("Add a video file or a URL first.")
-            analyzed = analyzer.analyze(inputs, int(num_windows), lambda fraction, desc: progress(fraction, desc=desc))
+            report = lambda fraction, desc: progress(fraction, desc=desc)  # noqa: E731
+            analyzed = analyzer.analyze(inputs, int(num_windows), report, bool(explain))
             return analyzed, _summary(analyzed)
 
-        button.click(analyze, inputs=[files, urls, windows], outputs=[results, summary], show_progress="full")
+        button.click(analyze, inputs=[files, urls, windows, explain], outputs=[results, summary], show_progress="full")
 
         @gr.render(inputs=results)
         def show(results: list[VideoResult]):
@@ -296,8 +328,8 @@ def serve(model: str, port: int | None = None, share: bool = False, host: str | 
 
 def run(args) -> int:
     max_windows = Limits().max_windows
-    if args.windows > max_windows:
-        raise ValueError(f"--windows {args.windows} is above the limit of {max_windows} (DFD_MAX_WINDOWS)")
+    if not 0 <= args.windows <= max_windows:
+        raise ValueError(f"--windows {args.windows} is outside [0, {max_windows}] (DFD_MAX_WINDOWS)")
     serve(args.model, args.port, args.share, "127.0.0.1", args.windows)
     return 0
 
@@ -319,8 +351,8 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
     parser.add_argument("--share", action="store_true", help="also publish the page through a public gradio.live link")
     parser.add_argument(
         "--windows",
-        type=positive_int,
+        type=int,
         default=DEFAULT_WINDOWS,
-        help=f"the page's default time windows per video (default: {DEFAULT_WINDOWS})",
+        help="the page's default time windows per video (default: 0, windows of the model's training duration)",
     )
     parser.set_defaults(run=run)

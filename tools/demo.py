@@ -220,8 +220,9 @@ def classify_with_pipeline(export_dir: Path, test_dir: Path) -> list[dict]:
     predictions = []
     for name in CLASS_NAMES:
         for path in sorted((test_dir / name).iterdir()):
-            scores = {result["label"]: result["score"] for result in classifier(str(path), top_k=len(CLASS_NAMES))}
-            predicted = max(scores, key=scores.get)
+            results = classifier(str(path), top_k=len(CLASS_NAMES))
+            scores = {result["label"]: result["score"] for result in results}
+            predicted = results[0]["label"]  # the verdict, by the model's decision rule and calibrated threshold
             predictions.append(
                 {
                     "file": str(path.relative_to(test_dir)),
@@ -293,12 +294,13 @@ def evaluate_step(output_dir: Path) -> dict[str, dict]:
     results = {}
     for name in MODELS:
         training = json.loads((output_dir / "runs" / name / "model" / "metrics.json").read_text())
-        test = json.loads((output_dir / "evals" / name / "metrics.json").read_text())
+        test = json.loads((output_dir / "evals" / name / "metrics.json").read_text())["sets"]["test"]
         results[name] = {
             "roc_auc": test["eval_roc_auc"],
             "accuracy": test["eval_accuracy"],
             "trainable_parameters": training["trainable_parameters"],
             "train_seconds": training["train_runtime"],
+            "calibration": training["calibration"],
         }
     return results
 
@@ -322,6 +324,14 @@ def print_results(results: dict[str, dict], settings: DemoSettings):
         print(
             f"{title:<26} {values['roc_auc']:>8.3f} {values['accuracy']:>9.3f} "
             f"{values['trainable_parameters']:>17,} {values['train_seconds']:>13.0f}s"
+        )
+    calibration = results["adapters"]["calibration"]
+    if "threshold" in calibration:
+        print(
+            f"Calibration of the adapter model on its validation videos: temperature {calibration['temperature']:.3f}, "
+            f"ECE {calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}; threshold "
+            f"{calibration['threshold']:.4f} for a {calibration['target_false_positive_rate']:.0%} false-positive rate "
+            f"(validation FPR {calibration['false_positive_rate']:.3f}, TPR {calibration['true_positive_rate']:.3f})"
         )
 
 

@@ -19,8 +19,9 @@ from .files import UMASK, write_atomically
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
-# What an Inference Endpoint loads from the exported folder (handler.py), besides the model and processor code.
-ENDPOINT_FILES = ("handler.py", "inference.py")
+# What an Inference Endpoint loads from the exported folder (handler.py) and what pipeline("video-classification")
+# loads (pipeline_dfd.py, named in config.json), besides the model and processor code.
+ENDPOINT_FILES = ("handler.py", "inference.py", "pipeline_dfd.py")
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"

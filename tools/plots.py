@@ -21,29 +21,35 @@ def save_png(figure: Figure, path: Path):
 
 
 def write_plot(record: dict, path: Path):
-    """A PNG of each window's fake probability along the video's time line, the most suspicious window shaded."""
+    """
+    A PNG of each window's fake probability along the video's time line, every flagged window shaded, the threshold
+    the video was held to, and the verdict by the model's decision rule in the title.
+    """
     figure = Figure(figsize=(8, 3), layout="constrained")
     axes = figure.subplots()
     windows = record["windows"]
     fake = [window["fake_probability"] for window in windows]
-    if all(window["start"] is not None and window["end"] is not None for window in windows):
+    timed = all(window["start"] is not None and window["end"] is not None for window in windows)
+    if timed:
         middles = [(window["start"] + window["end"]) / 2 for window in windows]
         axes.hlines(fake, [window["start"] for window in windows], [window["end"] for window in windows], lw=3)
-        suspicious = record["most_suspicious"]
-        axes.axvspan(
-            suspicious["start"], suspicious["end"], color="tab:red", alpha=0.15, label="most suspicious window"
-        )
         axes.set_xlabel("time (s)")
         if record["duration"]:
             axes.set_xlim(0, record["duration"])
     else:  # a file without frame timing
         middles = list(range(1, len(windows) + 1))
         axes.set_xlabel("window")
+    for number, flagged in enumerate(record["flagged_windows"]):
+        start, end = (flagged["start"], flagged["end"]) if timed else (flagged["window"] + 0.5, flagged["window"] + 1.5)
+        axes.axvspan(start, end, color="tab:red", alpha=0.15, label="flagged window" if number == 0 else None)
     axes.plot(middles, fake, marker="o", color="tab:blue")
-    axes.axhline(0.5, color="gray", linestyle="--", lw=1, label="decision threshold")
+    axes.axhline(record["threshold"], color="gray", linestyle="--", lw=1, label=f"threshold {record['threshold']:.3f}")
     axes.set_ylim(0, 1)
     axes.set_ylabel("fake probability")
-    axes.set_title(f"{Path(record['path']).name}: {record['label']} (mean {record['fake_probability']:.3f})")
+    axes.set_title(
+        f"{Path(record['path']).name}: {record['label']} ({record['rule']} {record['score']:.3f}, "
+        f"mean {record['mean_fake_probability']:.3f})"
+    )
     axes.legend(loc="best", fontsize="small")
     save_png(figure, path)
 

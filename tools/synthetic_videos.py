@@ -44,8 +44,16 @@ class TextureSettings:
     jump_every: int = 1
 
 
-def texture_clip(rng: np.random.Generator, fake: bool, settings: TextureSettings = TextureSettings()) -> np.ndarray:
-    """One clip, uint8 (num_frames, size, size, 3): a panning texture, or for a fake, one whose layout jumps."""
+def texture_clip(
+    rng: np.random.Generator,
+    fake: bool,
+    settings: TextureSettings = TextureSettings(),
+    fake_frames: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """
+    One clip, uint8 (num_frames, size, size, 3): a panning texture, or for a fake, one whose layout jumps.
+    `fake_frames` (start, stop): a real clip whose frames in [start, stop) jump as a fake's do, a spliced video.
+    """
     size, num_waves = settings.size, settings.num_waves
     radius = rng.uniform(*settings.cycles, num_waves)
     angle = rng.uniform(0, 2 * np.pi, num_waves)
@@ -64,7 +72,8 @@ def texture_clip(rng: np.random.Generator, fake: bool, settings: TextureSettings
     phases = rng.uniform(0, 2 * np.pi, num_waves)
     frames = []
     for index in range(settings.num_frames):
-        if fake and index > 0 and index % settings.jump_every == 0:
+        faked = fake or (fake_frames is not None and fake_frames[0] <= index < fake_frames[1])
+        if faked and index > 0 and index % settings.jump_every == 0:
             phases = rng.uniform(0, 2 * np.pi, num_waves)
         waves = np.cos(spatial_phase + phases)  # (H, W, K)
         frames.append(base_color + scale * (waves @ colors))

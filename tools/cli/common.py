@@ -24,6 +24,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type for a threshold: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {value:g}")
+    return value
+
+
 def json_object(text: str) -> dict:
     """`dfd.tools.files.parse_json_object` as an argparse type: a bad value is a usage error naming the option."""
     try:

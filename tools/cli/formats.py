@@ -1,6 +1,8 @@
 """
-`dfd predict`'s output formats: an aligned table for the terminal, JSON and JSON Lines (every window), CSV (one row per
-video). Each is a function of the records, so the streamed records rebuild any of them.
+`dfd predict`'s output formats: an aligned table for the terminal, JSON and JSON Lines (every window, with its frame
+times) and CSV (one row per video). All carry the same facts per video: the verdict, the score the decision rule used,
+the threshold it was held to, the flagged windows' time ranges, the mean fake probability and the number of windows.
+Each is a function of the records, so the streamed records rebuild any of them.
 """
 
 import csv
@@ -12,34 +14,44 @@ def _time_range(start, end) -> str:
     return "-" if start is None or end is None else f"{start:.2f}-{end:.2f}s"
 
 
-def format_table(records: list[dict], num_windows: int) -> str:
-    header = ["video", "label", "fake_prob", "frames"]
-    if num_windows > 1:
-        header += ["max_fake_prob", "most_suspicious_window"]
+def flagged_ranges(record: dict) -> str:
+    """The flagged windows' time ranges, space-separated ("-" for none); a window without frame times by number."""
+    ranges = [
+        f"#{window['window']}" if window["start"] is None else _time_range(window["start"], window["end"])
+        for window in record["flagged_windows"]
+    ]
+    return " ".join(ranges) or "-"
+
+
+def format_table(records: list[dict]) -> str:
+    header = ["video", "label", "score", "threshold", "flagged_windows", "mean", "windows"]
     rows = [header]
     for record in records:
         if "error" in record:
             rows.append([record["path"], "error", record["error"]])  # the reason spans the remaining columns
             continue
-        windows = record["windows"]
-        frames = sum(len(window["timestamps"]) for window in windows)
-        span = _time_range(windows[0]["start"], windows[-1]["end"])
-        row = [record["path"], record["label"], f"{record['fake_probability']:.4f}", f"{frames} @ {span}"]
-        if num_windows > 1:
-            suspicious = record["most_suspicious"]
-            row += [f"{record['max_fake_probability']:.4f}", _time_range(suspicious["start"], suspicious["end"])]
-        rows.append(row)
+        rows.append(
+            [
+                record["path"],
+                record["label"],
+                f"{record['score']:.4f}",
+                f"{record['threshold']:.4f}",
+                flagged_ranges(record),
+                f"{record['mean_fake_probability']:.4f}",
+                str(len(record["windows"])),
+            ]
+        )
     widths = [
         max(len(row[column]) for row in rows if len(row) == len(header) or column < 2) for column in range(len(header))
     ]
     return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n" for row in rows)
 
 
-def format_json(records: list[dict], num_windows: int) -> str:
+def format_json(records: list[dict]) -> str:
     return json.dumps(records, indent=2) + "\n"
 
 
-def format_jsonl(records: list[dict], num_windows: int) -> str:
+def format_jsonl(records: list[dict]) -> str:
     """One record per line: the form `dfd predict` streams results in (see tools/cli/results.py)."""
     return "".join(json.dumps(record) + "\n" for record in records)
 
@@ -47,19 +59,24 @@ def format_jsonl(records: list[dict], num_windows: int) -> str:
 CSV_COLUMNS = [
     "path",
     "label",
-    "fake_probability",
+    "score",
+    "threshold",
+    "rule",
+    "flagged_windows",
+    "mean_fake_probability",
     "max_fake_probability",
-    "suspicious_start",
-    "suspicious_end",
-    "duration",
     "num_windows",
-    "timestamps",
+    "duration",
     "error",
 ]
 
 
-def format_csv(records: list[dict], num_windows: int) -> str:
-    """One row per video; `timestamps` lists every sampled frame (all windows, in time order), space-separated."""
+def _rounded(value, digits: int):
+    return "" if value is None else round(value, digits)
+
+
+def format_csv(records: list[dict]) -> str:
+    """One row per video, probabilities to 4 decimals and seconds to 3; the windows' details are in the JSON."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -67,18 +84,18 @@ def format_csv(records: list[dict], num_windows: int) -> str:
         if "error" in record:
             writer.writerow(record)
             continue
-        times = [time for window in record["windows"] for time in window["timestamps"]]
         writer.writerow(
             {
                 "path": record["path"],
                 "label": record["label"],
-                "fake_probability": record["fake_probability"],
-                "max_fake_probability": record["max_fake_probability"],
-                "suspicious_start": record["most_suspicious"]["start"],
-                "suspicious_end": record["most_suspicious"]["end"],
-                "duration": record["duration"],
+                "score": _rounded(record["score"], 4),
+                "threshold": _rounded(record["threshold"], 4),
+                "rule": record["rule"],
+                "flagged_windows": flagged_ranges(record),
+                "mean_fake_probability": _rounded(record["mean_fake_probability"], 4),
+                "max_fake_probability": _rounded(record["max_fake_probability"], 4),
                 "num_windows": len(record["windows"]),
-                "timestamps": " ".join("" if time is None else f"{time:g}" for time in times),
+                "duration": _rounded(record["duration"], 3),
             }
         )
     return buffer.getvalue()

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype, flagged_windows
 from ..loading import load_detector
 from ..plots import write_explanation, write_plot
-from .common import CommandError, UsageError, positive_int
+from .common import CommandError, UsageError, positive_int, probability
 from .formats import FORMATTERS
 from .inputs import VIDEO_EXTENSIONS, expand_inputs
 from .results import ResultFiles, check_plot_folder, describe, plot_file_names
@@ -47,7 +47,7 @@ def load_scorer(args, device: torch.device) -> VideoScorer:
     if args.compile:
         model.compile_blocks()
     dtype = resolve_dtype(args.dtype, device)
-    return VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers)
+    return VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers, threshold=args.threshold)
 
 
 def write_explanations(explainer: VideoExplainer, path: str, num_windows: int, png_stem: Path):
@@ -113,7 +113,7 @@ def score_share(state, scorer, videos, args, plots: dict, explanations: dict, re
 
 
 def write_results(records: list[dict], args, output_format: str, results: ResultFiles | None, complete: bool):
-    text = FORMATTERS[output_format](records, args.windows)
+    text = FORMATTERS[output_format](records)
     if results is not None:
         results.write(text, complete)
     else:
@@ -225,10 +225,13 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
         parents=[parent],
         help="label videos real or fake",
         description=(
-            "Label videos real or fake. Each video is cut into --windows equal time windows; a window samples its "
-            "part of the video evenly with the model's number of frames (12), so one window is the model card's "
-            "sampling. A video's fake probability is the mean over its windows; with several windows the maximum and "
-            "the most suspicious window's time range are reported too. Runs on several GPUs under `accelerate launch`."
+            "Label videos real or fake. Each video is tiled with time windows as long as the model's training videos "
+            "(its config's window_duration; a video up to 1.5 times that long is one window, the model card's "
+            "sampling); a window samples its part of the video evenly with the model's number of frames (12). A "
+            "video is fake when its top window's calibrated fake probability reaches the model's threshold (held "
+            "higher for more windows, so long real videos are not flagged more often than short ones). Reports the "
+            "verdict, that score, the threshold, the flagged windows' time ranges and the mean over the windows. "
+            "Runs on several GPUs under `accelerate launch`."
         ),
     )
     parser.add_argument(
@@ -260,9 +263,15 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
         "--clips",
         dest="windows",
         type=positive_int,
-        default=1,
         metavar="N",
-        help="time windows per video (default: 1); --clips is its earlier name",
+        help="N equal time windows per video instead of windows of the training duration (default: the model's "
+        "window_duration, else 1); --clips is its earlier name",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        help="fake when the decision rule's score reaches this (for a one-window video), instead of the threshold "
+        "calibrated in training (default: the model's decision_threshold, else 0.5)",
     )
     parser.add_argument(
         "--format",
