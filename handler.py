@@ -35,7 +35,8 @@ or URL-safe, wrapped in lines and unpadded.
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model and processor load through the Auto classes with `trust_remote_code`,
 and the scorer (inference.py, with the decoder and fetcher it imports, decoding_dfd.py and fetching_dfd.py) through
-the same custom-code loader, from the same folder. The installed package (`dfd.handler`) behaves alike on any exported folder.
+the same custom-code loader, from the same folder. The installed package (`dfd.handler`) behaves alike on any
+exported folder.
 """
 
 import base64
@@ -147,25 +148,7 @@ class EndpointHandler:
         if isinstance(prediction, self.inference.VideoError):
             raise ValueError(f"cannot read the video: {prediction.reason}")
 
-        fake_label = self.inference.FAKE_LABEL
-        (real_label,) = [label for label in self.scorer.labels if label != fake_label]
-        scores = {fake_label: prediction.score, real_label: 1 - prediction.score}
-        other = real_label if prediction.label == fake_label else fake_label
-        verdict = {
-            "label": prediction.label,
-            "score": scores[prediction.label],
-            "threshold": prediction.threshold,
-            "flagged_windows": [
-                {
-                    "start": prediction.windows[index].start,
-                    "end": prediction.windows[index].end,
-                    "score": prediction.windows[index].scores[fake_label],
-                }
-                for index in prediction.flagged_windows
-            ],
-            "mean_score": prediction.mean_fake_probability,
-        }
-        results = [verdict, {"label": other, "score": scores[other]}][:top_k]
+        results = prediction.classification(self.scorer.labels)[:top_k]
         if windows_given:
             for result in results:
                 result["windows"] = [

@@ -39,6 +39,7 @@ from .fetching_dfd import (  # fetch and is_url: the handler and the web page ta
     check_input_size,
     fetch,
     is_url,
+    video_file,
 )
 
 
@@ -206,6 +207,31 @@ class VideoPrediction:
                 for window in self.windows
             ],
         }
+
+    def classification(self, labels: list[str]) -> list[dict]:
+        """
+        The answer of the pipeline and the Endpoint: the verdict first (the rule's, so not always the label with the
+        higher score), then the other of the two `labels`. Fake's score is the score the rule used, real's its
+        complement; the verdict also holds the `threshold`, the `flagged_windows` and the `mean_score`.
+        """
+        (real_label,) = [label for label in labels if label != FAKE_LABEL]
+        scores = {FAKE_LABEL: self.score, real_label: 1 - self.score}
+        other = real_label if self.label == FAKE_LABEL else FAKE_LABEL
+        verdict = {
+            "label": self.label,
+            "score": scores[self.label],
+            "threshold": self.threshold,
+            "flagged_windows": [
+                {
+                    "start": self.windows[index].start,
+                    "end": self.windows[index].end,
+                    "score": self.windows[index].scores[FAKE_LABEL],
+                }
+                for index in self.flagged_windows
+            ],
+            "mean_score": self.mean_fake_probability,
+        }
+        return [verdict, {"label": other, "score": scores[other]}]
 
 
 @dataclass

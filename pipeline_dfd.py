@@ -5,11 +5,11 @@ at the training density, calibrated probabilities, the model's decision rule). c
 `custom_pipelines`, so transformers loads it from the model folder like the model's own code.
 """
 
-import tempfile
+from contextlib import nullcontext
 
 from transformers import VideoClassificationPipeline
 
-from .inference import FAKE_LABEL, Limits, VideoError, VideoScorer, fetch
+from .inference import VideoError, VideoScorer, is_url, video_file
 
 
 class DFDVideoClassificationPipeline(VideoClassificationPipeline):
@@ -19,7 +19,7 @@ class DFDVideoClassificationPipeline(VideoClassificationPipeline):
     being the score the rule used and the real one's its complement. The verdict entry also holds `threshold`,
     `flagged_windows` (`[{"start": s, "end": s, "score": p}]`) and `mean_score`.
 
-    Inputs: a video file's path or an http(s) URL (downloaded within `inference.Limits`' size limit). Call arguments:
+    Inputs: a video file's path or an http(s) URL (fetched by fetching_dfd.py, within its size cap). Call arguments:
     `windows` (windows per video instead of the training density's), `threshold` (instead of the model's), `top_k`.
     """
 
@@ -39,30 +39,10 @@ class DFDVideoClassificationPipeline(VideoClassificationPipeline):
     def postprocess(self, model_outputs, top_k=2, threshold=None):
         if getattr(self, "scorer", None) is None:
             self.scorer = VideoScorer(self.model, self.video_processor, device=self.device, num_workers=1)
-        scorer, video = self.scorer, model_outputs["video"]
-        if isinstance(video, str) and video.startswith(("http://", "https://")):
-            with tempfile.NamedTemporaryFile(suffix=".video") as file:
-                fetch(video, file, Limits().check_size)
-                (prediction,) = scorer.predict([file.name], model_outputs["windows"], threshold=threshold)
-        else:
-            (prediction,) = scorer.predict([video], model_outputs["windows"], threshold=threshold)
+        video = model_outputs["video"]
+        # A URL is fetched as everything fetches (fetching_dfd.py: public addresses, deadline, size cap).
+        with video_file(video) if is_url(video) else nullcontext(video) as path:
+            (prediction,) = self.scorer.predict([path], model_outputs["windows"], threshold=threshold)
         if isinstance(prediction, VideoError):
             raise ValueError(f"{video}: {prediction.reason}")
-        (real_label,) = [label for label in scorer.labels if label != FAKE_LABEL]
-        scores = {FAKE_LABEL: prediction.score, real_label: 1 - prediction.score}
-        other = real_label if prediction.label == FAKE_LABEL else FAKE_LABEL
-        verdict = {
-            "label": prediction.label,
-            "score": scores[prediction.label],
-            "threshold": prediction.threshold,
-            "flagged_windows": [
-                {
-                    "start": prediction.windows[index].start,
-                    "end": prediction.windows[index].end,
-                    "score": prediction.windows[index].scores[FAKE_LABEL],
-                }
-                for index in prediction.flagged_windows
-            ],
-            "mean_score": prediction.mean_fake_probability,
-        }
-        return [verdict, {"label": other, "score": scores[other]}][:top_k]
+        return prediction.classification(self.scorer.labels)[:top_k]
