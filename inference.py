@@ -252,6 +252,7 @@ class VideoError:
 class _PreparedVideo:
     path: str
     pixel_values: torch.Tensor  # (num_windows, num_frames, 3, size, size)
+    indices: np.ndarray  # (num_windows, num_frames) frame indices
     timestamps: np.ndarray  # (num_windows, num_frames) seconds, NaN where the file does not time its frames
     duration: float | None
 
@@ -420,7 +421,9 @@ class VideoScorer:
             # ones are not waited for, so the caller can go on (or exit) at once.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, video, num_windows: int | None, max_windows: int | None) -> _PreparedVideo | VideoError:
+    def _prepare(
+        self, video, num_windows: int | None = None, max_windows: int | None = None
+    ) -> _PreparedVideo | VideoError:
         """
         Decode every window's frames in one pass over the file, resized as they come, then normalise them with the
         processor. Whatever fails for this video (decoding, a limit, memory) becomes its one-line `VideoError`.
@@ -451,7 +454,10 @@ class VideoScorer:
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}".rstrip(": ")
             return VideoError(path, " ".join(reason.split()))
         timestamps = np.full(len(decoded.indices), np.nan) if decoded.timestamps is None else decoded.timestamps
-        return _PreparedVideo(path, pixel_values, timestamps.reshape(num_windows, num_frames), decoded.duration)
+        shape = (num_windows, num_frames)
+        return _PreparedVideo(
+            path, pixel_values, decoded.indices.reshape(shape), timestamps.reshape(shape), decoded.duration
+        )
 
     @torch.inference_mode()
     def _score(
@@ -474,8 +480,9 @@ class VideoScorer:
     def _summarise(self, video: _PreparedVideo, probabilities: torch.Tensor, rule: DecisionRule) -> VideoPrediction:
         windows = []
         for window, window_probabilities in enumerate(probabilities.tolist()):
-            # A window of a video with fewer frames than it samples repeats frames: each time is listed once.
-            times = list(dict.fromkeys(_seconds(time) for time in video.timestamps[window].tolist()))
+            # A window of a video with fewer frames than it samples repeats frames: each frame's time is listed once.
+            first = np.unique(video.indices[window], return_index=True)[1]
+            times = [_seconds(video.timestamps[window][position]) for position in np.sort(first)]
             windows.append(WindowScore(times, dict(zip(self.labels, window_probabilities))))
         decision = rule.decide(probabilities[:, self.labels.index(FAKE_LABEL)].tolist())
         (real_label,) = [label for label in self.labels if label != FAKE_LABEL]

@@ -35,7 +35,7 @@ def trained_on_short_clips(tmp_path_factory):
     command = train_command("adapters", root, SETTINGS, seed=0)
     result = subprocess.run(command, capture_output=True, text=True, env=script_environment(), timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads((root / "runs" / "adapters" / "metrics.json").read_text())
+    metrics = json.loads((root / "runs" / "adapters" / "model" / "metrics.json").read_text())
     return root / "runs" / "adapters" / "model", metrics
 
 
@@ -103,7 +103,7 @@ def test_dfd_predict_finds_a_short_fake_stretch_in_a_long_video(trained_on_short
     assert all(overlaps(window, FAKE_STRETCH[0] - 2, FAKE_STRETCH[1] + 2) for window in flagged)
     # The mean over the windows, reported too, would have missed it.
     assert spliced["mean_fake_probability"] < spliced["threshold"] <= spliced["score"]
-    assert (tmp_path / "plots" / "spliced_30s.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "plots" / "spliced_30s.mp4.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_pipeline_applies_the_same_windows_and_rule(trained_on_short_clips, long_videos):
@@ -165,11 +165,15 @@ def test_windows_at_the_training_density():
     assert (np.diff(indices, axis=1) > 0).all() and (indices[1:, 0] > indices[:-1, -1]).all()
 
 
-def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_videos, tmp_path):
-    """A URL is downloaded (from a server on 127.0.0.1) and scored as the file is; a bad input is one clear error."""
+def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_videos, tmp_path, monkeypatch):
+    """
+    A URL is downloaded through the one fetcher and scored as the file is: refused on 127.0.0.1, fetched once the
+    fetcher's test switch allows the test's own server; a bad input is one clear error.
+    """
     import functools
     import http.server
     import shutil
+    import sys
     import threading
 
     export, _ = trained_on_short_clips
@@ -179,7 +183,13 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         classifier = pipeline("video-classification", model=str(export), trust_remote_code=True)
-        by_url = classifier(f"http://127.0.0.1:{server.server_address[1]}/spliced.mp4")
+        url = f"http://127.0.0.1:{server.server_address[1]}/spliced.mp4"
+        with pytest.raises(ValueError, match="127.0.0.1 is a loopback address"):
+            classifier(url)
+        # The export's own copy of the fetcher, which the pipeline loaded with its code.
+        fetching = sys.modules[type(classifier).__module__.rpartition(".")[0] + ".fetching_dfd"]
+        monkeypatch.setattr(fetching, "TEST_ALLOWED_ADDRESSES", frozenset({"127.0.0.1"}))
+        by_url = classifier(url)
         assert by_url == classifier(str(long_videos["spliced"]))
         (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)
         with pytest.raises(ValueError, match=r"broken.mp4: "):

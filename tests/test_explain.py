@@ -76,7 +76,7 @@ def test_default_heatmaps_put_most_mass_inside_the_manipulated_region(scorer, fa
     predictions = list(scorer.predict([path for path, _ in fakes]))
     shares = []
     for (path, region), explanation, prediction in zip(fakes, explainer.explain([p for p, _ in fakes]), predictions):
-        assert explanation.prediction.scores == pytest.approx(prediction.scores, abs=1e-5)
+        assert explanation.prediction.score == pytest.approx(prediction.score, abs=1e-5)
         (window,) = explanation.windows  # one window, and a fake flags it
         assert window.window == 0 and window.fake_probability > 0.5
         assert window.heatmaps.shape == (NUM_FRAMES, GRID, GRID)

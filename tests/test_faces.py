@@ -201,11 +201,13 @@ def test_a_model_trained_on_face_crops_predicts_on_face_crops_everywhere(face_mo
     model = AutoModelForVideoClassification.from_pretrained(face_model, trust_remote_code=True).eval()
     processor = AutoVideoProcessor.from_pretrained(face_model, trust_remote_code=True)
     assert processor.crop == "face"
+    # Every surface reports the calibrated probability of the video's one window (a training-length video).
+    temperature = model.config.calibration_temperature
     with torch.no_grad():
-        reference = model(**processor(str(video), return_tensors="pt")).logits.softmax(-1)[0, 1].item()
+        reference = (model(**processor(str(video), return_tensors="pt")).logits / temperature).softmax(-1)[0, 1].item()
         processor.crop = "frame"
-        whole_frames = model(**processor(str(video), return_tensors="pt")).logits.softmax(-1)[0, 1].item()
-    assert abs(reference - whole_frames) > 1e-4  # so the scores below tell which frames the model saw
+        whole_frames = (model(**processor(str(video), return_tensors="pt")).logits / temperature).softmax(-1)[0, 1]
+    assert abs(reference - whole_frames.item()) > 1e-4  # so the scores below tell which frames the model saw
 
     detector = pipeline("video-classification", model=str(face_model), trust_remote_code=True)
     scores = {entry["label"]: entry["score"] for entry in detector(str(video))}
@@ -217,13 +219,13 @@ def test_a_model_trained_on_face_crops_predicts_on_face_crops_everywhere(face_mo
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)[0]["fake_probability"] == pytest.approx(reference, abs=1e-5)
+    assert json.loads(result.stdout)[0]["score"] == pytest.approx(reference, abs=1e-5)
 
     from dfd.tools.app import VideoAnalyzer, load_scorer
 
     analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"), work_dir=tmp_path)
     (page,) = analyzer.analyze([("v.mp4", str(video))], 1)
-    assert page.record["fake_probability"] == pytest.approx(reference, abs=1e-5)
+    assert page.record["score"] == pytest.approx(reference, abs=1e-5)
     (shown,) = {PIL.Image.open(path).size for path, _ in page.frames}  # the square face crops, not the 4:3 frames
     assert shown[0] == shown[1] and len(page.frames) == 4
 

@@ -402,4 +402,4 @@ def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_
         "(DFD_MAX_FRAME_PIXELS)"
     )
     for result in results[::2]:
-        assert result.scores == pytest.approx(good_alone.scores, abs=1e-6)
+        assert result.score == pytest.approx(good_alone.score, abs=1e-6)

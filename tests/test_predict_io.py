@@ -262,12 +262,12 @@ def test_frame_folders_are_videos(clip, tmp_path, tiny_detector_dir, tiny_detect
     assert result.returncode == 0, result.stderr[-2000:]
     records = json.loads(result.stdout)
     assert [record["path"] for record in records] == [str(given), str(dataset / "fake" / "clip.mp4"), str(found)]
-    for record in (records[0], records[2]):  # untimed: no seconds, and two windows of 12 frames each
+    for record in (records[0], records[2]):  # untimed: no seconds; two windows of 10 frames (12 samples) each
         assert record["duration"] is None and len(record["windows"]) == 2
-        assert all(window["start"] is None and window["timestamps"] == [None] * 12 for window in record["windows"])
+        assert all(window["start"] is None and window["timestamps"] == [None] * 10 for window in record["windows"])
 
     one_window = subprocess.run(predict_command(given, found, "--format", "json", model=tiny_detector_dir),
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
     reference = tiny_detector_scores([given, found])
     for record, scores in zip(json.loads(one_window.stdout), reference):
-        assert record["fake_probability"] == pytest.approx(scores["fake"], abs=1e-5)
+        assert record["score"] == pytest.approx(scores["fake"], abs=1e-5)

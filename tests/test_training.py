@@ -291,7 +291,7 @@ def test_do_eval_reproduces_validation_metrics_on_several_sets(trained, data, ca
         "--output_dir", tmp_path / "eval",
     )  # fmt: skip
     evaluation = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    training = json.loads((output_dir / "metrics.json").read_text())
+    training = json.loads((output_dir / "model" / "metrics.json").read_text())
     calibration = training["calibration"]
     assert evaluation["threshold"] == calibration["threshold"]
     evaluated = evaluation["sets"]["val"]
