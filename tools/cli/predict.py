@@ -151,11 +151,14 @@ def end_early(error: BaseException, state, args, entries, output_format, results
     """
     if results is not None:
         results.close()
-    if state.is_main_process and scored:
-        # Other processes' records are in their journals; this one's are in `scored` and in its journal.
+    records = []
+    if state.is_main_process:
+        # Every process's records are in its journal (the interrupt may fall between a record's journal line and
+        # `scored`); without --output, this process's are in `scored` only.
         found = {**done, **(results.read_all_journals() if results else {})}
         found.update((entries[index], record) for index, record in scored.items())
         records = [found[entry] for entry in entries if isinstance(entry, str) and entry in found]
+    if records:
         try:
             write_results(records, args, output_format, results, complete=False)
         except CommandError as write_error:
