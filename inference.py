@@ -498,15 +498,6 @@ class VideoScorer:
         )
 
 
-def flagged_windows(prediction: VideoPrediction) -> list[int]:
-    """The windows a reviewer should look at: those the decision rule flagged."""
-    return prediction.flagged_windows
-
-
-def most_suspicious(prediction: VideoPrediction) -> list[int]:
-    return [prediction.most_suspicious_window]
-
-
 @dataclass
 class WindowExplanation:
     """
@@ -557,7 +548,7 @@ class VideoExplainer:
         self.scorer = scorer
         self.method = method
         self.steps = steps
-        self.choose = choose or flagged_windows
+        self.choose = choose or (lambda prediction: prediction.flagged_windows)
         self.mean = torch.tensor(scorer.processor.image_mean).view(3, 1, 1)
         self.std = torch.tensor(scorer.processor.image_std).view(3, 1, 1)
 

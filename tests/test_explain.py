@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, write_video
-from dfd.inference import EXPLANATION_METHODS, VideoExplainer, VideoScorer, flagged_windows
+from dfd.inference import EXPLANATION_METHODS, VideoExplainer, VideoScorer
 from dfd.tools.export import save_detector
 from dfd.tools.synthetic_videos import TextureSettings, manipulated_region_clip, texture_clip
 
@@ -107,8 +107,8 @@ def test_only_flagged_windows_are_explained_and_bad_videos_are_errors(scorer, lo
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     real, fake, error = VideoExplainer(scorer).explain([real_video, long_fake, broken], num_windows=2)
-    assert flagged_windows(real.prediction) == [] and real.windows == []
-    assert [window.window for window in fake.windows] == flagged_windows(fake.prediction) == [0, 1]
+    assert real.prediction.flagged_windows == [] and real.windows == []
+    assert [window.window for window in fake.windows] == fake.prediction.flagged_windows == [0, 1]
     assert error.path == str(broken) and error.reason
 
 

@@ -30,7 +30,6 @@ from ..inference import (
     VideoScorer,
     default_dtype,
     fetch,
-    flagged_windows,
     window_frame_indices,
 )
 from .files import write_json
@@ -215,7 +214,7 @@ class VideoAnalyzer:
 
 def flagged_most_suspicious(prediction: VideoPrediction) -> list[int]:
     """The most suspicious window, if it is flagged: the one the page explains."""
-    return [window for window in flagged_windows(prediction) if window == prediction.most_suspicious_window]
+    return [window for window in prediction.flagged_windows if window == prediction.most_suspicious_window]
 
 
 def load_scorer(model: str, device: str | None = None) -> VideoScorer:

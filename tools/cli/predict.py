@@ -10,7 +10,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype, flagged_windows
+from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype
 from ..loading import load_detector
 from ..plots import write_explanation, write_plot
 from .common import CommandError, UsageError, positive_int, probability
@@ -100,7 +100,7 @@ def score_share(state, scorer, videos, args, plots: dict, explanations: dict, re
         for position, result in zip(positions, scorer.predict(paths, args.windows) if paths else ()):
             index, path = videos[position]
             scored[index], succeeded = keep_result(result, path, plots.get(path), results)
-            if succeeded and explainer is not None and flagged_windows(result):
+            if succeeded and explainer is not None and result.flagged_windows:
                 try:
                     write_explanations(explainer, path, args.windows, explanations[path])
                 except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
