@@ -347,18 +347,26 @@ def _decode_with_seeking(
     return decoded
 
 
+def _keyframe_runs(info: VideoInfo, wanted) -> tuple[list[np.ndarray], np.ndarray]:
+    """
+    The `wanted` frames (ascending, distinct) cut into runs decoded from one keyframe on, and each run's cost: the
+    frames a decoder goes through from that keyframe (or the first frame, when no keyframe precedes) to the run's end.
+    """
+    wanted = np.asarray(wanted, dtype=np.int64)
+    starts = np.concatenate([[0], info.keyframe_indices])
+    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
+    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
+    runs = np.split(wanted, first_of_run[1:])
+    cost = np.array([run[-1] - run_start + 1 for run, run_start in zip(runs, start[first_of_run])], dtype=np.float64)
+    return runs, cost
+
+
 def _split_at_keyframes(info: VideoInfo, wanted: list[int], groups: int) -> list[list[int]]:
     """
     Split the `wanted` frames (ascending) into at most `groups` groups of about equal decoding cost, cut only where a
     keyframe lies in between, so decoders working side by side never decode the same frames twice.
     """
-    wanted = np.asarray(wanted)
-    # Where decoding of each wanted frame starts: its keyframe, or the first frame when no keyframe precedes it.
-    starts = np.concatenate([[0], info.keyframe_indices])
-    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
-    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
-    runs = np.split(wanted, first_of_run[1:])  # the wanted frames decoded from one keyframe on
-    cost = np.array([run[-1] - run_start + 1 for run, run_start in zip(runs, start[first_of_run])], dtype=np.float64)
+    runs, cost = _keyframe_runs(info, wanted)
     # Each run joins the group its middle falls in when the total cost is cut into `groups` equal parts.
     group_of_run = np.minimum((np.cumsum(cost) - cost / 2) * groups // cost.sum(), groups - 1).astype(int)
     grouped = [[] for _ in range(groups)]
@@ -376,11 +384,7 @@ def frames_to_decode(info: VideoInfo, indices: Sequence[int]) -> int:
     wanted = np.unique(np.asarray(indices, dtype=np.int64))
     if info.frame_pts is None:  # decoded in order from the start
         return int(wanted[-1]) + 1
-    starts = np.concatenate([[0], info.keyframe_indices])
-    start = starts[np.searchsorted(starts, wanted, side="right") - 1]
-    first_of_run = np.flatnonzero(np.diff(start, prepend=-1))
-    last_of_run = np.append(first_of_run[1:], len(wanted)) - 1
-    return int((wanted[last_of_run] - start[first_of_run] + 1).sum())
+    return int(_keyframe_runs(info, wanted)[1].sum())
 
 
 def _decode_side_by_side(
