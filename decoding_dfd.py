@@ -10,6 +10,7 @@ import functools
 import itertools
 import os
 import re
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -163,6 +164,7 @@ def _open_video(
             "file:" + os.path.abspath(path),
             container_options=_OPEN_OPTIONS,
             options={"max_pixels": str(max_frame_pixels())},
+            metadata_errors="replace",  # tags in a broken or foreign encoding are no reason to refuse the frames
         )
     except av.ArgumentError as err:  # what FFmpeg answers when the probed format is not on the allow-list
         raise VideoDecodeError(path, _FORMAT_REFUSED) from err
@@ -192,31 +194,174 @@ def _open_video(
             raise VideoDecodeError(path, f"corrupt or truncated video ({err.strerror})") from err
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+_MP4_FORMAT = "mov,mp4,m4a,3gp,3g2,mj2"
+# A sample table larger than this is not read into memory: the packets are scanned instead.
+_MAX_MOOV_BYTES = 1 << 28
+
+
+def _mp4_boxes(data, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each ISO-BMFF box in `data[start:end]`; a box that overflows raises."""
+    position = start
+    while position + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, position)
+        header = 8
+        if size == 1:
+            size, header = struct.unpack_from(">Q", data, position + 8)[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            raise ValueError(f"box {kind!r} at {position} overflows its parent")
+        yield kind, position + header, position + size
+        position += size
+
+
+def _read_moov(file, file_size: int) -> bytes:
+    """The `moov` box of an mp4 file (at its start or end), found by walking the top-level box headers."""
+    position = 0
+    while position + 8 <= file_size:
+        file.seek(position)
+        header = file.read(16)
+        size, kind = struct.unpack_from(">I4s", header)
+        if size == 1:
+            size = struct.unpack_from(">Q", header, 8)[0]
+        elif size == 0:
+            size = file_size - position
+        if size < 8 or position + size > file_size:
+            break
+        if kind == b"moov":
+            if size > _MAX_MOOV_BYTES:
+                break
+            file.seek(position)
+            return file.read(size)
+        position += size
+    raise ValueError("no complete moov box")
+
+
+def _mp4_sample_table(path: str, track_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """
-    Count the frames of a video file and time them exactly by demuxing its packets, which is cheap even for long
-    videos because nothing but the first frame is decoded.
+    Sizes, composition offsets (presentation minus decoding time, 0 without a `ctts` box) and keyframes (sample
+    positions) of track `track_id`, read from the mp4's `stsz`, `ctts` and `stss` boxes; `None` when the track has no
+    such table, or no `stss` (then FFmpeg finds keyframes by parsing each packet, which only demuxing reproduces).
+    """
+    with open(path, "rb") as file:
+        moov = _read_moov(file, os.fstat(file.fileno()).st_size)
+
+    def child(start, end, kind):
+        return next(((s, e) for k, s, e in _mp4_boxes(moov, start, end) if k == kind), None)
+
+    for kind, start, end in _mp4_boxes(moov, 8 if moov[:4] != b"\0\0\0\1" else 16, len(moov)):
+        header = child(start, end, b"tkhd") if kind == b"trak" else None
+        if header is None:
+            continue
+        version = moov[header[0]]
+        if struct.unpack_from(">I", moov, header[0] + (20 if version == 1 else 12))[0] != track_id:
+            continue
+        table = start, end
+        for kind in (b"mdia", b"minf", b"stbl"):
+            table = table and child(*table, kind)
+        sizes_box = table and child(*table, b"stsz")
+        if sizes_box is None:
+            return None
+        sample_size, count = struct.unpack_from(">II", moov, sizes_box[0] + 4)
+        if sample_size:
+            sizes = np.full(count, sample_size, dtype=np.int64)
+        else:
+            sizes = np.frombuffer(moov, ">u4", count, sizes_box[0] + 12).astype(np.int64)
+        keyframes_box = child(*table, b"stss")
+        if keyframes_box is None:
+            return None
+        (entries,) = struct.unpack_from(">I", moov, keyframes_box[0] + 4)
+        keyframes = np.frombuffer(moov, ">u4", entries, keyframes_box[0] + 8).astype(np.int64) - 1
+        offsets_box = child(*table, b"ctts")
+        if offsets_box is None:
+            return sizes, np.zeros(count, dtype=np.int64), keyframes
+        (entries,) = struct.unpack_from(">I", moov, offsets_box[0] + 4)
+        runs = np.frombuffer(moov, ">i4", 2 * entries, offsets_box[0] + 8).reshape(entries, 2).astype(np.int64)
+        if runs[:, 0].min(initial=0) < 0 or runs[:, 0].sum() != count:
+            return None
+        return sizes, np.repeat(runs[:, 1], runs[:, 0]), keyframes
+    return None
+
+
+def _packets_from_index(path: str, container, stream) -> tuple[list, list] | None:
+    """
+    Presentation timestamps and keyframe flags of every packet, in decoding order, from the container's own index
+    instead of demuxing the file: FFmpeg's mp4 index gives each sample's decoding time, position, size and keyframe
+    flag, and the `ctts` box adds what turns decoding times into presentation times. Used only when the two agree
+    sample for sample (same count, sizes and keyframes), no sample is marked to be discarded (edit lists that hide frames), every
+    sample lies within the file (not truncated), offsets are not negative and timestamps are distinct; `None` sends
+    the caller to the exact scan.
+    """
+    if container.format.name != _MP4_FORMAT:
+        return None
+    try:
+        table = _mp4_sample_table(path, stream.id)
+    except (ValueError, struct.error, OSError):
+        return None
+    entries = stream.index_entries
+    if table is None or len(entries) != len(table[0]) or not len(entries):
+        return None
+    sizes, offsets, keyframes = table
+    index = np.array([(e.timestamp, e.pos, e.size, e.is_keyframe, e.is_discard) for e in entries], dtype=np.int64)
+    if not np.array_equal(index[:, 2], sizes) or not np.array_equal(np.flatnonzero(index[:, 3]), keyframes):
+        return None
+    if offsets.min() < 0 or index[:, 4].any():
+        return None
+    if (index[:, 1] + index[:, 2]).max() > os.path.getsize(path):
+        return None
+    presentation_pts = index[:, 0] + offsets
+    if len(np.unique(presentation_pts)) != len(presentation_pts):
+        return None
+    return presentation_pts.tolist(), index[:, 3].astype(bool).tolist()
+
+
+def _first_frame(container, stream) -> tuple[list, av.VideoFrame | None]:
+    """Demux from the start until the first frame decodes: the packets read on the way, and the frame."""
+    packets = []
+    for packet in container.demux(stream):
+        # The last (empty) packet flushes the decoder, so even a one-frame video yields its frame.
+        frame = next(iter(packet.decode()), None)
+        if packet.size:
+            packets.append(packet)
+        if frame is not None:
+            return packets, frame
+    return packets, None
+
+
+def _scan_packets(packets) -> tuple[list, list, int]:
+    """Presentation timestamps and keyframe flags of the shown packets, and how many packets were read."""
+    presentation_pts, is_keyframe, demuxed = [], [], 0
+    for packet in packets:
+        if packet.size == 0:
+            continue
+        demuxed += 1
+        if packet.is_discard:
+            # Marked by the container (e.g. an edit list) to be decoded as a reference but never shown.
+            continue
+        presentation_pts.append(packet.pts)
+        is_keyframe.append(packet.is_keyframe)
+    return presentation_pts, is_keyframe, demuxed
+
+
+def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
+    """
+    Count the frames of a video file and time them exactly, decoding nothing but the first frame: from the
+    container's own index where it is complete and consistent (mp4), else by demuxing every packet. `index=False`
+    always demuxes (both give the same answer; the tests hold them to it).
     """
     path = os.fspath(path)
     # One thread: with more, FFmpeg decodes several packets ahead before the first frame comes out.
     with _open_video(path, threads=1) as (container, stream):
         # What the container's own index promises; a file cut short delivers fewer packets than that.
         indexed_packets = len(stream.index_entries)
-        demuxed_packets = 0
-        presentation_pts, is_keyframe = [], []
-        rotation = None
-        for packet in container.demux(stream):
-            if rotation is None:
-                # The last (empty) packet flushes the decoder, so even a one-frame video yields its frame.
-                rotation = next((frame.rotation for frame in packet.decode()), None)
-            if packet.size == 0:
-                continue
-            demuxed_packets += 1
-            if packet.is_discard:
-                # Marked by the container (e.g. an edit list) to be decoded as a reference but never shown.
-                continue
-            presentation_pts.append(packet.pts)
-            is_keyframe.append(packet.is_keyframe)
+        indexed = _packets_from_index(path, container, stream) if index else None
+        head, first = _first_frame(container, stream)
+        rotation = None if first is None else first.rotation
+        if indexed is not None and [p.pts for p in head] == indexed[0][: len(head)]:
+            (presentation_pts, is_keyframe), demuxed_packets = indexed, indexed_packets
+        else:
+            packets = itertools.chain(head, container.demux(stream))
+            presentation_pts, is_keyframe, demuxed_packets = _scan_packets(packets)
         time_base = stream.time_base
         rate = stream.average_rate or stream.guessed_rate
         width, height = stream.codec_context.width, stream.codec_context.height
