@@ -11,6 +11,7 @@ import itertools
 import os
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -412,11 +413,44 @@ FrameTransform = Callable[[np.ndarray], np.ndarray]
 
 
 def _to_upright_rgb(frame: av.VideoFrame, transform: FrameTransform | None = None) -> np.ndarray:
-    """RGB pixels of a decoded frame, turned as the rotation metadata asks so faces are upright."""
-    array = frame.to_ndarray(format="rgb24")
+    """
+    RGB pixels of a decoded frame, turned as the rotation metadata asks so faces are upright: a view of the converted
+    frame's buffer (what `to_ndarray` would copy; `_Batch.put` copies it once, into its place), or `transform`'s result.
+    """
+    rgb = frame.reformat(format="rgb24")
+    plane = rgb.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(rgb.height, plane.line_size)
+    array = rows[:, : 3 * rgb.width].reshape(rgb.height, rgb.width, 3)
     quarter_turns = round(frame.rotation / 90) % 4
     array = np.rot90(array, k=quarter_turns) if quarter_turns else array
     return array if transform is None else transform(array)
+
+
+class _Batch:
+    """
+    The frames `read_video` returns, filled as they are decoded: each decoded frame is copied once, straight into
+    every position of `indices` that asks for it. Decoders working side by side fill different positions.
+    """
+
+    def __init__(self, path: str, indices: np.ndarray):
+        self.path = path
+        self.positions: dict[int, list[int]] = {}
+        for position, index in enumerate(indices.tolist()):
+            self.positions.setdefault(index, []).append(position)
+        self.length = len(indices)
+        self.array: np.ndarray | None = None
+        self._allocating = threading.Lock()
+
+    def put(self, index: int, pixels: np.ndarray):
+        with self._allocating:
+            if self.array is None:
+                self.array = np.empty((self.length, *pixels.shape), dtype=pixels.dtype)
+        if pixels.shape != self.array.shape[1:]:
+            raise VideoDecodeError(
+                self.path, f"frames change size within the video ({self.array.shape[1:]} then {pixels.shape})"
+            )
+        for position in self.positions[index]:
+            self.array[position] = pixels
 
 
 class _SeekMissed(Exception):
@@ -460,15 +494,14 @@ def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int
 
 
 def _decode_with_seeking(
-    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
-) -> dict[int, np.ndarray]:
+    info: VideoInfo, wanted: list[int], batch: _Batch, threads: int, transform: FrameTransform | None = None
+):
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
     """
     index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
-    decoded = {}
     with _open_video(info.path, threads) as (container, stream):
         frames = _decode_from_here(container, stream, wanted_pts)
         next_index = 0
@@ -483,13 +516,12 @@ def _decode_with_seeking(
                     raise _SeekMissed
                 next_index = index + 1
                 if index == target:
-                    decoded[target] = _to_upright_rgb(frame, transform)
+                    batch.put(target, _to_upright_rgb(frame, transform))
                     break
             else:
                 raise VideoDecodeError(
                     info.path, f"truncated: frame {target} of {info.total_frames} cannot be decoded"
                 )
-    return decoded
 
 
 def _keyframe_runs(info: VideoInfo, wanted) -> tuple[list[np.ndarray], np.ndarray]:
@@ -532,25 +564,53 @@ def frames_to_decode(info: VideoInfo, indices: Sequence[int]) -> int:
     return int(_keyframe_runs(info, wanted)[1].sum())
 
 
+# One decoder's frame threads keep about this share of their cores busy (they wait on each other's reference frames),
+# and after every seek they first refill a pipeline of one frame per extra thread. See benchmarks/bench_decode.py.
+_THREAD_EFFICIENCY = 0.8
+
+
+def _decoding_time(info: VideoInfo, wanted: list[int], threads: int) -> float:
+    """What one decoder with `threads` threads takes to reach the `wanted` frames, in single-thread frame times."""
+    runs, cost = _keyframe_runs(info, wanted)
+    if threads == 1:
+        return float(cost.sum())
+    return cost.sum() / (threads * _THREAD_EFFICIENCY) + len(runs) * (threads - 1)
+
+
+def _plan_decoders(info: VideoInfo, wanted: list[int], threads: int) -> list[list[int]]:
+    """
+    The `wanted` frames split between decoders that share `threads` equally, as the cost model expects to finish
+    first: side by side when the keyframe runs divide evenly (decoders never wait on each other), fewer decoders
+    with more threads each when they do not (a long run between two keyframes, say) and the split would leave cores
+    idle. Ties go to more decoders.
+    """
+    best, best_time = None, float("inf")
+    for decoders in range(threads, 0, -1):
+        groups = _split_at_keyframes(info, wanted, decoders)
+        finish = max(_decoding_time(info, group, threads // len(groups)) for group in groups)
+        if finish < best_time:
+            best, best_time = groups, finish
+    return best
+
+
 def _decode_side_by_side(
-    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
-) -> dict[int, np.ndarray]:
+    info: VideoInfo, wanted: list[int], batch: _Batch, threads: int, transform: FrameTransform | None = None
+):
     """
     Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
     by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
     other, so this uses the cores better than one decoder's own threads, which must start over after every seek.
+    `_plan_decoders` decides how many.
     """
-    groups = _split_at_keyframes(info, wanted, threads)
+    groups = _plan_decoders(info, wanted, threads)
     decode_group = functools.partial(
-        _decode_with_seeking, info, threads=threads // len(groups), transform=transform
+        _decode_with_seeking, info, batch=batch, threads=threads // len(groups), transform=transform
     )
     if len(groups) == 1:
-        return decode_group(wanted)
-    decoded = {}
+        decode_group(wanted)
+        return
     with ThreadPoolExecutor(len(groups), thread_name_prefix="dfd-decode") as pool:
-        for frames in pool.map(decode_group, groups):
-            decoded.update(frames)
-    return decoded
+        list(pool.map(decode_group, groups))
 
 
 def decoding_threads() -> int:
@@ -567,18 +627,18 @@ def decoding_threads() -> int:
 
 
 def _decode_in_order(
-    info: VideoInfo, wanted: list[int], threads: int, transform: FrameTransform | None = None
-) -> dict[int, np.ndarray]:
+    info: VideoInfo, wanted: list[int], batch: _Batch, threads: int, transform: FrameTransform | None = None
+):
     """Decode from the start and count frames, keeping only the `wanted` ones (ascending)."""
-    decoded = {}
     wanted_set = set(wanted)
-    decoded_count = 0
+    found, decoded_count = 0, 0
     with _open_video(info.path, threads) as (container, stream):
         for frame in container.decode(stream):
             if decoded_count in wanted_set:
-                decoded[decoded_count] = _to_upright_rgb(frame, transform)
-                if len(decoded) == len(wanted):
-                    return decoded
+                batch.put(decoded_count, _to_upright_rgb(frame, transform))
+                found += 1
+                if found == len(wanted):
+                    return
             decoded_count += 1
     raise VideoDecodeError(info.path, f"truncated: only {decoded_count} of {info.total_frames} frames can be decoded")
 
@@ -616,15 +676,16 @@ def read_video(
 
     threads = threads or decoding_threads()
     wanted = sorted(set(indices.tolist()))
+    batch = _Batch(info.path, indices)
     if info.frame_pts is None:
-        decoded = _decode_in_order(info, wanted, threads, transform)
+        _decode_in_order(info, wanted, batch, threads, transform)
     else:
         try:
-            decoded = _decode_side_by_side(info, wanted, threads, transform)
+            _decode_side_by_side(info, wanted, batch, threads, transform)
         except _SeekMissed:
-            decoded = _decode_in_order(info, wanted, threads, transform)
+            _decode_in_order(info, wanted, batch, threads, transform)
     return DecodedVideo(
-        frames=np.stack([decoded[index] for index in indices.tolist()]),
+        frames=batch.array,
         indices=indices.astype(np.int64),
         timestamps=info.timestamps[indices],
         fps=info.fps,

@@ -23,6 +23,7 @@ from conftest import REPO_ROOT, barcode_frames, numbered_frames, read_barcode, w
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.decoding_dfd import (
     VideoDecodeError,
+    _plan_decoders,
     _split_at_keyframes,
     decoding_threads,
     load_video_frames,
@@ -145,6 +146,17 @@ def test_decoders_side_by_side_split_the_work_at_keyframes_without_overlap(make_
         read_video(path, threads=0)
 
 
+def test_uneven_keyframe_runs_go_to_fewer_decoders_with_more_threads(make_video):
+    """Side by side, a long run between two keyframes would keep one core busy while the other idles."""
+    wanted = sample_frame_indices(300, 12).tolist()
+    even = probe_video(make_video("even.mp4", barcode_frames(300), gop=50))
+    assert len(_plan_decoders(even, wanted, 2)) == 2
+    uneven = probe_video(make_video("uneven.mp4", barcode_frames(300), gop=250))
+    assert uneven.keyframe_indices.tolist() == [0, 250]
+    assert _plan_decoders(uneven, wanted, 2) == [wanted]
+    np.testing.assert_array_equal(read_video(uneven, threads=2).frames, reference_frames(uneven.path, wanted))
+
+
 def test_the_decoding_thread_budget_can_be_set_for_the_process(make_video, monkeypatch):
     # A container's CPU quota does not show in the CPU count, so the budget can be given explicitly.
     monkeypatch.setenv("DFD_DECODE_THREADS", "3")
@@ -169,6 +181,16 @@ def test_a_stream_without_timestamps_is_read_by_counting_frames(make_video):
     decoded = read_video(path, indices=indices)
     np.testing.assert_array_equal(decoded.frames, np.stack([every_frame[index] for index in indices]))
     assert [read_barcode(frame) for frame in decoded.frames] == indices
+
+
+def test_a_stream_whose_frames_change_size_is_refused_on_one_line(make_video, tmp_path):
+    small = make_video("small.h264", barcode_frames(10), gop=5).read_bytes()
+    large = make_video("large.h264", barcode_frames(10, height=96, width=96), gop=5).read_bytes()
+    path = tmp_path / "joined.h264"
+    path.write_bytes(small + large)
+    with pytest.raises(VideoDecodeError, match=r"joined.h264: frames change size within the video"):
+        read_video(path, indices=[0, 15])
+    assert read_video(path, indices=[0, 9]).frames.shape == (2, 64, 64, 3)
 
 
 def test_read_video_returns_unsorted_and_repeated_indices_in_the_requested_order(make_video):
