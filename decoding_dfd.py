@@ -6,7 +6,6 @@ PyAV's wheels bundle FFmpeg, so users need neither `torchcodec` nor a system FFm
 was trained.
 """
 
-import functools
 import itertools
 import os
 import re
@@ -118,6 +117,8 @@ class VideoInfo:
     """Frames a decoder can start from, i.e. where seeking lands."""
     frame_pts: np.ndarray | None
     """Presentation timestamp of every frame in the stream's time base; `None` when the container has none."""
+    slices: int = 1
+    """Slices the first frame is coded in (H.264; 1 otherwise): FFmpeg's slice threads decode them side by side."""
 
 
 @dataclass
@@ -141,11 +142,11 @@ _FORMAT_REFUSED = (
 
 @contextmanager
 def _open_video(
-    path: str | os.PathLike, threads: int
+    path: str | os.PathLike, threads: int, thread_type: str = "AUTO"
 ) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """
     Open a video file and its video stream, turning every way it can fail into a `VideoDecodeError`. `threads`: how
-    many threads FFmpeg decodes with.
+    many threads FFmpeg decodes with, as `thread_type` (FRAME, SLICE, or AUTO: frame threads where the codec has them).
 
     Every video is opened here, and only as the one file it is: through FFmpeg's `file` protocol (so a name like
     `concat:a|b` or `data:...` is a file name, not a protocol), with demuxers limited to `ALLOWED_CONTAINER_FORMATS`
@@ -187,7 +188,7 @@ def _open_video(
                 f"frames of {stream.codec_context.width}x{stream.codec_context.height} ({pixels:,} pixels) are above "
                 f"the limit of {limit:,} pixels per frame ({MAX_FRAME_PIXELS_VARIABLE})",
             )
-        stream.codec_context.thread_type = "AUTO"
+        stream.codec_context.thread_type = thread_type
         stream.codec_context.thread_count = threads
         try:
             yield container, stream
@@ -329,6 +330,25 @@ def _first_frame(container, stream) -> tuple[list, av.VideoFrame | None]:
     return packets, None
 
 
+def _h264_slices(codec_context, packet: av.Packet) -> int:
+    """
+    Slices in the H.264 frame `packet` holds, counted from its NAL unit headers (length-prefixed as in mp4 and mkv,
+    or after start codes as in raw and MPEG-TS streams); 1 for other codecs.
+    """
+    if codec_context.name != "h264":
+        return 1
+    data, extradata = bytes(packet), codec_context.extradata or b""
+    if extradata[:1] == b"\x01" and len(extradata) > 4:  # avcC: NAL units prefixed with their length
+        length_size, units, position = (extradata[4] & 3) + 1, [], 0
+        while position + length_size < len(data):
+            length = int.from_bytes(data[position : position + length_size], "big")
+            units.append(data[position + length_size : position + length_size + 1])
+            position += length_size + length
+    else:
+        units = [unit[:1] for unit in data.split(b"\x00\x00\x01")[1:]]
+    return max(1, sum(1 for unit in units if unit and unit[0] & 0x1F in (1, 5)))  # coded slices (non-IDR, IDR)
+
+
 def _scan_packets(packets) -> tuple[list, list, int]:
     """Presentation timestamps and keyframe flags of the shown packets, and how many packets were read."""
     presentation_pts, is_keyframe, demuxed = [], [], 0
@@ -358,6 +378,7 @@ def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
         indexed = _packets_from_index(path, container, stream) if index else None
         head, first = _first_frame(container, stream)
         rotation = None if first is None else first.rotation
+        slices = _h264_slices(stream.codec_context, head[0]) if head else 1
         if indexed is not None and [p.pts for p in head] == indexed[0][: len(head)]:
             (presentation_pts, is_keyframe), demuxed_packets = indexed, indexed_packets
         else:
@@ -405,6 +426,7 @@ def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
         timestamps=timestamps,
         keyframe_indices=keyframe_indices,
         frame_pts=frame_pts,
+        slices=slices,
     )
 
 
@@ -494,7 +516,12 @@ def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int
 
 
 def _decode_with_seeking(
-    info: VideoInfo, wanted: list[int], batch: _Batch, threads: int, transform: FrameTransform | None = None
+    info: VideoInfo,
+    wanted: list[int],
+    batch: _Batch,
+    threads: int,
+    thread_type: str = "AUTO",
+    transform: FrameTransform | None = None,
 ):
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
@@ -502,7 +529,7 @@ def _decode_with_seeking(
     """
     index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
-    with _open_video(info.path, threads) as (container, stream):
+    with _open_video(info.path, threads, thread_type) as (container, stream):
         frames = _decode_from_here(container, stream, wanted_pts)
         next_index = 0
         for target in wanted:
@@ -564,32 +591,42 @@ def frames_to_decode(info: VideoInfo, indices: Sequence[int]) -> int:
     return int(_keyframe_runs(info, wanted)[1].sum())
 
 
-# One decoder's frame threads keep about this share of their cores busy (they wait on each other's reference frames),
-# and after every seek they first refill a pipeline of one frame per extra thread. See benchmarks/bench_decode.py.
-_THREAD_EFFICIENCY = 0.8
+# The share of their cores that one decoder's threads keep busy: frame threads wait on each other's reference frames
+# and, after every seek, first refill a pipeline of one frame per extra thread; slice threads split each frame. See
+# benchmarks/bench_decode.py.
+_FRAME_THREAD_EFFICIENCY = 0.8
+_SLICE_THREAD_EFFICIENCY = 0.9
 
 
-def _decoding_time(info: VideoInfo, wanted: list[int], threads: int) -> float:
-    """What one decoder with `threads` threads takes to reach the `wanted` frames, in single-thread frame times."""
+def _decoding_time(info: VideoInfo, wanted: list[int], threads: int) -> tuple[float, str]:
+    """
+    What one decoder with `threads` threads takes to reach the `wanted` frames, in single-thread frame times, and the
+    kind of threads (FFmpeg's `thread_type`) that takes the least.
+    """
     runs, cost = _keyframe_runs(info, wanted)
     if threads == 1:
-        return float(cost.sum())
-    return cost.sum() / (threads * _THREAD_EFFICIENCY) + len(runs) * (threads - 1)
+        return float(cost.sum()), "SLICE"
+    by_frame = cost.sum() / (threads * _FRAME_THREAD_EFFICIENCY) + len(runs) * (threads - 1)
+    if info.slices == 1:
+        return by_frame, "FRAME"
+    by_slice = cost.sum() / (min(threads, info.slices) * _SLICE_THREAD_EFFICIENCY)
+    return (by_slice, "SLICE") if by_slice <= by_frame else (by_frame, "FRAME")
 
 
-def _plan_decoders(info: VideoInfo, wanted: list[int], threads: int) -> list[list[int]]:
+def _plan_decoders(info: VideoInfo, wanted: list[int], threads: int) -> list[tuple[list[int], str]]:
     """
-    The `wanted` frames split between decoders that share `threads` equally, as the cost model expects to finish
-    first: side by side when the keyframe runs divide evenly (decoders never wait on each other), fewer decoders
-    with more threads each when they do not (a long run between two keyframes, say) and the split would leave cores
-    idle. Ties go to more decoders.
+    The `wanted` frames split between decoders that share `threads` equally, with the kind of threads each uses, as
+    the cost model expects to finish first: side by side when the keyframe runs divide evenly (decoders never wait on
+    each other), fewer decoders with more threads each when they do not (a long run between two keyframes, say) or
+    when frames are cut into slices that threads decode together. Ties go to more decoders.
     """
     best, best_time = None, float("inf")
     for decoders in range(threads, 0, -1):
         groups = _split_at_keyframes(info, wanted, decoders)
-        finish = max(_decoding_time(info, group, threads // len(groups)) for group in groups)
+        plans = [(group, *_decoding_time(info, group, threads // len(groups))) for group in groups]
+        finish = max(time for _, time, _ in plans)
         if finish < best_time:
-            best, best_time = groups, finish
+            best, best_time = [(group, thread_type) for group, _, thread_type in plans], finish
     return best
 
 
@@ -599,18 +636,19 @@ def _decode_side_by_side(
     """
     Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
     by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
-    other, so this uses the cores better than one decoder's own threads, which must start over after every seek.
-    `_plan_decoders` decides how many.
+    other, so this can use the cores better than one decoder's own threads. `_plan_decoders` decides how many.
     """
-    groups = _plan_decoders(info, wanted, threads)
-    decode_group = functools.partial(
-        _decode_with_seeking, info, batch=batch, threads=threads // len(groups), transform=transform
-    )
-    if len(groups) == 1:
-        decode_group(wanted)
+    plan = _plan_decoders(info, wanted, threads)
+
+    def decode(group_and_thread_type):
+        group, thread_type = group_and_thread_type
+        _decode_with_seeking(info, group, batch, threads // len(plan), thread_type, transform)
+
+    if len(plan) == 1:
+        decode(plan[0])
         return
-    with ThreadPoolExecutor(len(groups), thread_name_prefix="dfd-decode") as pool:
-        list(pool.map(decode_group, groups))
+    with ThreadPoolExecutor(len(plan), thread_name_prefix="dfd-decode") as pool:
+        list(pool.map(decode, plan))
 
 
 def decoding_threads() -> int:

@@ -150,11 +150,19 @@ def test_uneven_keyframe_runs_go_to_fewer_decoders_with_more_threads(make_video)
     """Side by side, a long run between two keyframes would keep one core busy while the other idles."""
     wanted = sample_frame_indices(300, 12).tolist()
     even = probe_video(make_video("even.mp4", barcode_frames(300), gop=50))
-    assert len(_plan_decoders(even, wanted, 2)) == 2
+    assert [thread_type for _, thread_type in _plan_decoders(even, wanted, 2)] == ["SLICE", "SLICE"]  # one each
     uneven = probe_video(make_video("uneven.mp4", barcode_frames(300), gop=250))
     assert uneven.keyframe_indices.tolist() == [0, 250]
-    assert _plan_decoders(uneven, wanted, 2) == [wanted]
+    assert _plan_decoders(uneven, wanted, 2) == [(wanted, "FRAME")]
     np.testing.assert_array_equal(read_video(uneven, threads=2).frames, reference_frames(uneven.path, wanted))
+
+
+@pytest.mark.parametrize("name", ["sliced.mp4", "sliced.mkv", "sliced.ts", "sliced.h264"])
+def test_slices_are_counted_in_every_container(make_video, name):
+    """x264's slice threads cut each frame into slices (one per encoder thread): FFmpeg decodes those side by side."""
+    frames = barcode_frames(20, height=128, width=128)
+    assert probe_video(make_video(name, frames, gop=10)).slices > 1
+    assert probe_video(make_video("one_" + name, frames, gop=10, slice_threads=False)).slices == 1
 
 
 def test_the_decoding_thread_budget_can_be_set_for_the_process(make_video, monkeypatch):
