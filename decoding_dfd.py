@@ -502,14 +502,22 @@ def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.Vi
         yield from packet.decode()
 
 
-def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int, index_of_pts: dict, wanted_pts):
+def _frame_index(info: VideoInfo, pts: int | None) -> int | None:
+    """The frame a decoded frame's timestamp identifies (`frame_pts` is sorted), or `None` when no frame has it."""
+    if pts is None:
+        return None
+    index = int(np.searchsorted(info.frame_pts, pts))
+    return index if index < info.total_frames and info.frame_pts[index] == pts else None
+
+
+def _seek_to_keyframe(container, stream, info: VideoInfo, keyframe_position: int, wanted_pts):
     """Frames decoded from a seek that starts at or before keyframe `info.keyframe_indices[keyframe_position]`."""
     keyframe = info.keyframe_indices[keyframe_position]
     for position in range(keyframe_position, max(keyframe_position - _SEEK_ATTEMPTS, -1), -1):
         container.seek(int(info.frame_pts[info.keyframe_indices[position]]), stream=stream, backward=True)
         frames = _decode_from_here(container, stream, wanted_pts)
         first_frame = next(frames, None)
-        first_index = None if first_frame is None else index_of_pts.get(first_frame.pts)
+        first_index = None if first_frame is None else _frame_index(info, first_frame.pts)
         if first_index is not None and first_index <= keyframe:
             return itertools.chain([first_frame], frames)
     raise _SeekMissed
@@ -527,7 +535,6 @@ def _decode_with_seeking(
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
     """
-    index_of_pts = {int(pts): index for index, pts in enumerate(info.frame_pts)}
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
     with _open_video(info.path, threads, thread_type) as (container, stream):
         frames = _decode_from_here(container, stream, wanted_pts)
@@ -535,9 +542,9 @@ def _decode_with_seeking(
         for target in wanted:
             keyframe_position = np.searchsorted(info.keyframe_indices, target, side="right") - 1
             if keyframe_position >= 0 and info.keyframe_indices[keyframe_position] > next_index:
-                frames = _seek_to_keyframe(container, stream, info, keyframe_position, index_of_pts, wanted_pts)
+                frames = _seek_to_keyframe(container, stream, info, keyframe_position, wanted_pts)
             for frame in frames:
-                index = index_of_pts.get(frame.pts)
+                index = _frame_index(info, frame.pts)
                 if index is None or index > target:
                     # The decoder skipped or retimed frames, so timestamps no longer identify them.
                     raise _SeekMissed
