@@ -225,6 +225,10 @@ def opencv_frames(path: Path) -> np.ndarray:
         capture.release()
 
 
+def first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"[:200]
+
+
 # The peers, each with the module it needs; the package is timed against every one that imports.
 PEERS = {
     "load_video (pyav)": ("transformers", lambda: load_video_frames),
@@ -246,14 +250,12 @@ def installed_peers() -> tuple[dict[str, Decoder], dict[str, str]]:
             importlib.import_module(module)
             peers[name] = make_decoder()
         except Exception as err:  # noqa: BLE001 - any reason a peer cannot load skips it, with the reason
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            skipped[name] = reason
-            print(f"skipped {name}: {reason} (pip install -r benchmarks/requirements-peers.txt)")
+            skipped[name] = first_line(err)
+            print(f"skipped {name}: {skipped[name]} (pip install -r benchmarks/requirements-peers.txt)")
     return peers, skipped
 
 
-def first_line(err: Exception) -> str:
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"[:200]
+PROBE = "package: probe_video alone"
 
 
 def benchmark_video(spec: VideoSpec, path: Path, peers: dict[str, Decoder], repeats: int) -> dict:
@@ -269,10 +271,12 @@ def benchmark_video(spec: VideoSpec, path: Path, peers: dict[str, Decoder], repe
                 raise
             errors[name] = first_line(err)
     timed = {name: (lambda decode=decode: decode(path)) for name, decode in contenders.items() if name in frames}
+    # The package's first step on its own: how much of its time indexing the file takes, before any seek.
+    timed[PROBE] = lambda: probe_video(path)
     times = interleaved_times(timed, repeats, warmup=0)
     package_min, package_median = min(times["package"]), float(np.median(times["package"]))
     results = []
-    for name in contenders:
+    for name in ["package", PROBE, *peers]:
         if name in errors:
             results.append({"contender": name, "error": errors[name]})
             continue
@@ -286,7 +290,7 @@ def benchmark_video(spec: VideoSpec, path: Path, peers: dict[str, Decoder], repe
                 "ratio_median": median / package_median,
                 # The package's own frames are the reference.
                 "identical": None
-                if name == "package"
+                if name in ("package", PROBE)
                 else frames[name].shape == frames["package"].shape
                 and bool(np.array_equal(frames[name], frames["package"])),
             }
@@ -369,7 +373,7 @@ def main(argv=None):
     ]
     detail_columns = ["video", "total_frames", "contender", "min_s", "median_s", "ratio_min", "ratio_median"]
     summary_rows = [
-        {"video": row["video"], **{result["contender"]: ratio_cell(result) for result in row["contenders"][1:]}}
+        {"video": row["video"], **{result["contender"]: ratio_cell(result) for result in row["contenders"]}}
         for row in rows
     ]
     return report(

@@ -102,8 +102,10 @@ def test_decode_benchmark_reads_identical_frames(tmp_path):
         with av.open(str(path)) as container:
             codecs[row["video"].split()[0]] = (container.streams.video[0].codec_context.name, container.format.name)
         assert len(row["indices"]) == 12
-        package, load_video = row["contenders"]
+        package, probe, load_video = row["contenders"]
         assert package["contender"] == "package" and package["ratio_min"] == 1 and package["min_s"] > 0
+        # Timed apart, the package's first step: indexing the file.
+        assert probe["contender"] == "package: probe_video alone" and 0 < probe["min_s"]
         assert load_video["contender"] == "load_video (pyav)"
         if row["video"].startswith("(e)"):
             # A WebM header holds no frame count, and load_video samples from the header's count.
