@@ -24,6 +24,7 @@ or exported videos are. (e) is VP9 in WebM (libvpx realtime), (f) HEVC in mp4 (x
 
 import importlib
 import importlib.util
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -307,10 +308,10 @@ def benchmark_video(spec: VideoSpec, path: Path, peers: dict[str, Decoder], repe
 
 
 def ratio_cell(result: dict) -> str:
-    """`min–median` of the peer's time over the package's, flagged when its frames differ or it failed."""
+    """The peer's time over the package's, `minimum / median`, flagged when its frames differ or it failed."""
     if "error" in result:
         return "error"
-    cell = f"{result['ratio_min']:.2f}–{result['ratio_median']:.2f}"
+    cell = f"{result['ratio_min']:.2f} / {result['ratio_median']:.2f}"
     return cell if result["identical"] else f"{cell} (frames differ)"
 
 
@@ -318,12 +319,25 @@ def main(argv=None):
     parser = base_parser(__doc__.strip().splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="Where the generated test videos live.")
     parser.add_argument("--repeats", type=int, default=5, help="Timed runs per contender (min and median reported).")
+    parser.add_argument(
+        "--videos",
+        help="Only these videos, by the start of their name before '_', comma-separated (e.g. a2,c): a, a1, a2, b, "
+        "c, d, e, f for (a), (a'), (a''), (b) ... (f).",
+    )
     args = parse_arguments(parser, argv)
     specs = QUICK_VIDEOS if args.quick else VIDEOS
+    if args.videos:
+        chosen = set(args.videos.split(","))
+        unknown = chosen - {spec.name.split("_")[0] for spec in specs}
+        if unknown:
+            parser.error(f"unknown videos {sorted(unknown)}")
+        specs = [spec for spec in specs if spec.name.split("_")[0] in chosen]
     repeats = 1 if args.quick else args.repeats
 
+    machine_load = os.getloadavg()[0]
     peers, skipped = installed_peers()
     rows = [benchmark_video(spec, ensure_video(spec, args.cache_dir), peers, repeats) for spec in specs]
+    load_average_at_end = os.getloadavg()[0]
     by_name = {spec.name: row for spec, row in zip(specs, rows)}
 
     def peer_result(row: dict, peer: str) -> dict:
@@ -337,10 +351,13 @@ def main(argv=None):
             peer_result(by_name[name], "load_video (pyav)")["ratio_min"] >= 3,
         )
         for name in ("a_1080p_30s", "a2_1080p_30s_medium", "c_360p_10min")
+        if name in by_name
     ]
     for peer in peers:
         timed = [(row["video"].split()[0], peer_result(row, peer)) for row in rows]
         timed = [(label, result) for label, result in timed if "error" not in result]
+        if not timed:
+            continue
         slowest = min(timed, key=lambda labelled: labelled[1]["ratio_min"])
         goals.append(
             goal(
@@ -387,7 +404,8 @@ def main(argv=None):
                 detail_rows,
             ),
             format_table(
-                "Each peer's time / the package's, min–median (below 1: the peer is faster)",
+                "Each peer's time / the package's: ratio of the minima / of the medians (below 1: the peer is "
+                f"faster); load average {machine_load:.1f} at the start, {load_average_at_end:.1f} at the end",
                 ["video", *peers],
                 summary_rows,
             ),
@@ -395,6 +413,7 @@ def main(argv=None):
         goals,
         videos=[asdict(spec) for spec in specs],
         skipped_peers=skipped,
+        load_average_at_end=load_average_at_end,
         rows=rows,
     )
 

@@ -129,6 +129,9 @@ def test_decode_benchmark_reads_identical_frames(tmp_path):
     assert sorted(path.name for path in (tmp_path / "videos").iterdir()) == sorted(
         row["file"] for row in result["rows"]
     )
+    # A subset of the videos, for measuring one change quickly.
+    subset, _ = run_script("bench_decode", tmp_path, "--cache-dir", str(tmp_path / "videos"), "--videos", "a2,e")
+    assert [row["video"].split()[0] for row in subset["rows"]] == ["(a'')", "(e)"]
 
 
 def test_faces_benchmark_compares_detectors_and_times_the_crop(tmp_path):
