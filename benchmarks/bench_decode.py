@@ -6,7 +6,7 @@ line saying so; the peers are never dependencies of the package. To install them
 shared libraries, e.g. Debian's `apt-get install ffmpeg`) in a separate environment:
 
     pip install -r benchmarks/requirements-peers.txt
-    python benchmarks/bench_decode.py [--json decode.json] [--quick] [--repeats 5]
+    python benchmarks/bench_decode.py [--json decode.json] [--quick] [--repeats 5] [--videos a2,c]
 
 Every contender starts from the file name: opening it and counting its frames is part of what it costs (what a user
 pays for 12 frames of a video they have not seen), and it picks the frames with `sample_frame_indices` from its own
@@ -17,9 +17,10 @@ in turns; the table gives the minimum and the median time of each, and each peer
 
 The videos are written once with the package's `write_video` (smooth panning content) into benchmarks/.cache (or
 $DFD_BENCHMARK_CACHE); the 10-minute one takes a few minutes to encode on 2 cores. The h264 ones use libx264 crf 23;
-most with preset ultrafast and x264's slice threads (PyAV's defaults: no B-frames, two slices per frame); (a'') is
-encoded as the ffmpeg command line does by default (preset medium: B-frames, one slice per frame), as most downloaded
-or exported videos are. (e) is VP9 in WebM (libvpx realtime), (f) HEVC in mp4 (x265 ultrafast: B-frames, closed GOP).
+most, the 4K (d) too, with preset ultrafast and x264's slice threads (PyAV's defaults: no B-frames, two slices per
+frame); (a'') is encoded as the ffmpeg command line does by default (preset medium: B-frames, one slice per frame), as
+most downloaded or exported videos are. (e) is VP9 in WebM (libvpx realtime), (f) HEVC in mp4 (x265 ultrafast:
+B-frames, closed GOP).
 """
 
 import importlib
