@@ -43,19 +43,26 @@ def measure_interleaved(
     take turns (A, B, A, B, ...) so that a change in the machine's load hits every function alike, and the minimum is
     the run least disturbed by other processes (see `timeit`): both matter on a shared 2-core machine.
     """
+    return {name: min(times) for name, times in interleaved_times(functions, repeats, warmup, device).items()}
+
+
+def interleaved_times(
+    functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, list[float]]:
+    """Every wall time in seconds of each function, run in turns as `measure_interleaved` explains."""
     device = device or torch.device("cpu")
     for _ in range(warmup):
         for function in functions.values():
             function()
     synchronize(device)
-    best = dict.fromkeys(functions, float("inf"))
+    times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
             start = time.perf_counter()
             function()
             synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def measure(

@@ -93,6 +93,7 @@ def write_video(
     container_options: dict | None = None,
     preset: str = "ultrafast",
     slice_threads: bool = True,
+    options: dict | None = None,
 ) -> Path:
     """
     Encode uint8 RGB frames into a real video file with PyAV (the container follows the extension); returns the path.
@@ -106,6 +107,7 @@ def write_video(
     preset: the x264 speed/quality preset. slice_threads: x264 cuts every frame into slices encoded in parallel
     (PyAV's default); False writes one slice per frame with frame threads, as the ffmpeg command line does, which
     changes how decoders can spread the work over threads.
+    options: encoder options for the other codecs (crf and preset are x264's), e.g. libx265's or libvpx-vp9's.
     """
     frames = iter(frames)
     first = next(frames, None)
@@ -129,6 +131,8 @@ def write_video(
             stream.options = {"crf": str(crf), "preset": preset, "x264-params": ":".join(x264_params)}
             if not slice_threads:
                 stream.codec_context.thread_type = "FRAME"
+        elif options:
+            stream.options = options
         if rotation is not None:
             # PyAV's angle is counter-clockwise (the value `VideoFrame.rotation` reads back).
             stream.set_display_rotation(-rotation)
