@@ -7,13 +7,14 @@ was trained.
 """
 
 import itertools
+import math
 import os
 import re
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,11 +240,32 @@ def _read_moov(file, file_size: int) -> bytes:
     raise ValueError("no complete moov box")
 
 
-def _mp4_sample_table(path: str, track_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+_IDENTITY_MATRIX = (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _matrix_rotation(matrix: tuple[int, ...]) -> float | None:
+    """Counter-clockwise degrees of an mp4 display matrix, as FFmpeg's `av_display_rotation_get` reads it."""
+    scale = math.hypot(matrix[0], matrix[3]), math.hypot(matrix[1], matrix[4])
+    if not all(scale):
+        return None
+    return -math.degrees(math.atan2(matrix[1] / scale[1], matrix[0] / scale[0]))
+
+
+@dataclass
+class _Mp4Track:
+    sizes: np.ndarray
+    offsets: np.ndarray
+    """Composition offsets: presentation minus decoding time of each sample (0 without a `ctts` box)."""
+    keyframes: np.ndarray
+    rotation: float | None
+    """From the track header's display matrix; `None` when the movie header's matrix also turns the frames."""
+
+
+def _mp4_sample_table(path: str, track_id: int) -> _Mp4Track | None:
     """
-    Sizes, composition offsets (presentation minus decoding time, 0 without a `ctts` box) and keyframes (sample
-    positions) of track `track_id`, read from the mp4's `stsz`, `ctts` and `stss` boxes; `None` when the track has no
-    such table, or no `stss` (then FFmpeg finds keyframes by parsing each packet, which only demuxing reproduces).
+    Sizes, composition offsets and keyframes (sample positions) of track `track_id`, read from the mp4's `stsz`,
+    `ctts` and `stss` boxes, and its rotation; `None` when the track has no such table, or no `stss` (then FFmpeg
+    finds keyframes by parsing each packet, which only demuxing reproduces).
     """
     with open(path, "rb") as file:
         moov = _read_moov(file, os.fstat(file.fileno()).st_size)
@@ -251,13 +273,18 @@ def _mp4_sample_table(path: str, track_id: int) -> tuple[np.ndarray, np.ndarray,
     def child(start, end, kind):
         return next(((s, e) for k, s, e in _mp4_boxes(moov, start, end) if k == kind), None)
 
-    for kind, start, end in _mp4_boxes(moov, 8 if moov[:4] != b"\0\0\0\1" else 16, len(moov)):
+    boxes = 8 if moov[:4] != b"\0\0\0\1" else 16, len(moov)
+    movie_header = child(*boxes, b"mvhd")
+    movie_matrix = movie_header and struct.unpack_from(">9i", moov, movie_header[0] + (48 if moov[movie_header[0]] else 36))
+    for kind, start, end in _mp4_boxes(moov, *boxes):
         header = child(start, end, b"tkhd") if kind == b"trak" else None
         if header is None:
             continue
         version = moov[header[0]]
         if struct.unpack_from(">I", moov, header[0] + (20 if version == 1 else 12))[0] != track_id:
             continue
+        matrix = struct.unpack_from(">9i", moov, header[0] + (52 if version == 1 else 40))
+        rotation = _matrix_rotation(matrix) if movie_matrix == _IDENTITY_MATRIX else None
         table = start, end
         for kind in (b"mdia", b"minf", b"stbl"):
             table = table and child(*table, kind)
@@ -276,18 +303,19 @@ def _mp4_sample_table(path: str, track_id: int) -> tuple[np.ndarray, np.ndarray,
         keyframes = np.frombuffer(moov, ">u4", entries, keyframes_box[0] + 8).astype(np.int64) - 1
         offsets_box = child(*table, b"ctts")
         if offsets_box is None:
-            return sizes, np.zeros(count, dtype=np.int64), keyframes
+            return _Mp4Track(sizes, np.zeros(count, dtype=np.int64), keyframes, rotation)
         (entries,) = struct.unpack_from(">I", moov, offsets_box[0] + 4)
         runs = np.frombuffer(moov, ">i4", 2 * entries, offsets_box[0] + 8).reshape(entries, 2).astype(np.int64)
         if runs[:, 0].min(initial=0) < 0 or runs[:, 0].sum() != count:
             return None
-        return sizes, np.repeat(runs[:, 1], runs[:, 0]), keyframes
+        return _Mp4Track(sizes, np.repeat(runs[:, 1], runs[:, 0]), keyframes, rotation)
     return None
 
 
-def _packets_from_index(path: str, container, stream) -> tuple[list, list] | None:
+def _packets_from_index(path: str, container, stream) -> tuple[list, list, float | None] | None:
     """
-    Presentation timestamps and keyframe flags of every packet, in decoding order, from the container's own index
+    Presentation timestamps and keyframe flags of every packet, in decoding order, and the rotation the track header
+    gives (`None`: unknown), from the container's own index
     instead of demuxing the file: FFmpeg's mp4 index gives each sample's decoding time, position, size and keyframe
     flag, and the `ctts` box adds what turns decoding times into presentation times. Used only when the two agree
     sample for sample (same count, sizes and keyframes), no sample is marked to be discarded (edit lists that hide frames), every
@@ -301,33 +329,32 @@ def _packets_from_index(path: str, container, stream) -> tuple[list, list] | Non
     except (ValueError, struct.error, OSError):
         return None
     entries = stream.index_entries
-    if table is None or len(entries) != len(table[0]) or not len(entries):
+    if table is None or len(entries) != len(table.sizes) or not len(entries):
         return None
-    sizes, offsets, keyframes = table
     index = np.array([(e.timestamp, e.pos, e.size, e.is_keyframe, e.is_discard) for e in entries], dtype=np.int64)
-    if not np.array_equal(index[:, 2], sizes) or not np.array_equal(np.flatnonzero(index[:, 3]), keyframes):
+    if not np.array_equal(index[:, 2], table.sizes) or not np.array_equal(np.flatnonzero(index[:, 3]), table.keyframes):
         return None
-    if offsets.min() < 0 or index[:, 4].any():
+    if table.offsets.min() < 0 or index[:, 4].any():
         return None
     if (index[:, 1] + index[:, 2]).max() > os.path.getsize(path):
         return None
-    presentation_pts = index[:, 0] + offsets
+    presentation_pts = index[:, 0] + table.offsets
     if len(np.unique(presentation_pts)) != len(presentation_pts):
         return None
-    return presentation_pts.tolist(), index[:, 3].astype(bool).tolist()
+    return presentation_pts.tolist(), index[:, 3].astype(bool).tolist(), table.rotation
 
 
-def _first_frame(container, stream) -> tuple[list, av.VideoFrame | None]:
-    """Demux from the start until the first frame decodes: the packets read on the way, and the frame."""
-    packets = []
-    for packet in container.demux(stream):
+def _first_frame(packets: Iterator[av.Packet]) -> tuple[list, av.VideoFrame | None]:
+    """Decode `packets` until the first frame comes out: the packets read on the way, and the frame."""
+    head = []
+    for packet in packets:
         # The last (empty) packet flushes the decoder, so even a one-frame video yields its frame.
         frame = next(iter(packet.decode()), None)
         if packet.size:
-            packets.append(packet)
+            head.append(packet)
         if frame is not None:
-            return packets, frame
-    return packets, None
+            return head, frame
+    return head, None
 
 
 def _h264_slices(codec_context, packet: av.Packet) -> int:
@@ -366,27 +393,44 @@ def _scan_packets(packets) -> tuple[list, list, int]:
 
 def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
     """
-    Count the frames of a video file and time them exactly, decoding nothing but the first frame: from the
-    container's own index where it is complete and consistent (mp4), else by demuxing every packet. `index=False`
-    always demuxes (both give the same answer; the tests hold them to it).
+    Count the frames of a video file and time them exactly, decoding at most the first frame: from the container's
+    own index where it is complete and consistent (mp4), else by demuxing every packet. `index=False` always demuxes
+    (both give the same answer; the tests hold them to it).
     """
     path = os.fspath(path)
-    # One thread: with more, FFmpeg decodes several packets ahead before the first frame comes out.
     with _open_video(path, threads=1) as (container, stream):
-        # What the container's own index promises; a file cut short delivers fewer packets than that.
-        indexed_packets = len(stream.index_entries)
-        indexed = _packets_from_index(path, container, stream) if index else None
-        head, first = _first_frame(container, stream)
+        return _probe(path, container, stream, index)[0]
+
+
+def _probe(path: str, container, stream, index: bool = True) -> tuple[VideoInfo, bool]:
+    """
+    `probe_video` on an open file, and whether its decoder is still unopened: then the same container can decode
+    the frames, with whatever threads, instead of opening the file again (FFmpeg decodes frames to open it).
+    """
+    # What the container's own index promises; a file cut short delivers fewer packets than that.
+    indexed_packets = len(stream.index_entries)
+    indexed = _packets_from_index(path, container, stream) if index else None
+    packets = container.demux(stream)
+    first_packet = next((packet for packet in packets if packet.size), None)
+    slices = 1 if first_packet is None else _h264_slices(stream.codec_context, first_packet)
+    packets = itertools.chain([first_packet] if first_packet else [], packets)
+    unopened = indexed is not None and indexed[2] is not None and first_packet.pts == indexed[0][0]
+    if unopened:
+        # Nothing to decode: the track header gives the rotation.
+        presentation_pts, is_keyframe, rotation = indexed
+        demuxed_packets = indexed_packets
+    else:
+        # One thread: with more, FFmpeg decodes several packets ahead before the first frame comes out.
+        head, first = _first_frame(packets)
         rotation = None if first is None else first.rotation
-        slices = _h264_slices(stream.codec_context, head[0]) if head else 1
-        if indexed is not None and [p.pts for p in head] == indexed[0][: len(head)]:
-            (presentation_pts, is_keyframe), demuxed_packets = indexed, indexed_packets
+        if indexed is not None and [packet.pts for packet in head] == indexed[0][: len(head)]:
+            presentation_pts, is_keyframe, _ = indexed
+            demuxed_packets = indexed_packets
         else:
-            packets = itertools.chain(head, container.demux(stream))
-            presentation_pts, is_keyframe, demuxed_packets = _scan_packets(packets)
-        time_base = stream.time_base
-        rate = stream.average_rate or stream.guessed_rate
-        width, height = stream.codec_context.width, stream.codec_context.height
+            presentation_pts, is_keyframe, demuxed_packets = _scan_packets(itertools.chain(head, packets))
+    time_base = stream.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    width, height = stream.codec_context.width, stream.codec_context.height
 
     if demuxed_packets < indexed_packets:
         raise VideoDecodeError(
@@ -415,7 +459,7 @@ def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
     rotation = 90 * round(rotation / 90) % 360
     if rotation in (90, 270):
         width, height = height, width
-    return VideoInfo(
+    info = VideoInfo(
         path=path,
         total_frames=total_frames,
         fps=fps,
@@ -428,6 +472,8 @@ def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
         frame_pts=frame_pts,
         slices=slices,
     )
+    # The decoder that reuses the container seeks to the first keyframe before anything: it must be the first frame.
+    return info, unopened and frame_pts is not None and keyframe_indices[0] == 0
 
 
 FrameTransform = Callable[[np.ndarray], np.ndarray]
@@ -530,15 +576,19 @@ def _decode_with_seeking(
     threads: int,
     thread_type: str = "AUTO",
     transform: FrameTransform | None = None,
+    opened: tuple | None = None,
 ):
     """
     Decode the `wanted` frames (ascending), identified by their presentation timestamp. Whenever a keyframe lies
     between the decoder's position and the next wanted frame, seek to that keyframe instead of decoding up to it.
     """
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
-    with _open_video(info.path, threads, thread_type) as (container, stream):
+    with nullcontext(opened) if opened else _open_video(info.path, threads, thread_type) as (container, stream):
+        if opened:  # the probe's container, its decoder not opened yet
+            stream.codec_context.thread_type, stream.codec_context.thread_count = thread_type, threads
         frames = _decode_from_here(container, stream, wanted_pts)
-        next_index = 0
+        # The probe read the first packet of an opened container: seeking to the first keyframe comes first.
+        next_index = -1 if opened else 0
         for target in wanted:
             keyframe_position = np.searchsorted(info.keyframe_indices, target, side="right") - 1
             if keyframe_position >= 0 and info.keyframe_indices[keyframe_position] > next_index:
@@ -638,24 +688,31 @@ def _plan_decoders(info: VideoInfo, wanted: list[int], threads: int) -> list[tup
 
 
 def _decode_side_by_side(
-    info: VideoInfo, wanted: list[int], batch: _Batch, threads: int, transform: FrameTransform | None = None
+    info: VideoInfo,
+    wanted: list[int],
+    batch: _Batch,
+    threads: int,
+    transform: FrameTransform | None = None,
+    opened: tuple | None = None,
 ):
     """
     Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
     by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
-    other, so this can use the cores better than one decoder's own threads. `_plan_decoders` decides how many.
+    other, so this can use the cores better than one decoder's own threads. `_plan_decoders` decides how many. The
+    first decoder uses the `opened` container (the probe's) when there is one.
     """
     plan = _plan_decoders(info, wanted, threads)
 
-    def decode(group_and_thread_type):
-        group, thread_type = group_and_thread_type
-        _decode_with_seeking(info, group, batch, threads // len(plan), thread_type, transform)
+    def decode(position: int):
+        group, thread_type = plan[position]
+        reused = opened if position == 0 else None
+        _decode_with_seeking(info, group, batch, threads // len(plan), thread_type, transform, reused)
 
     if len(plan) == 1:
-        decode(plan[0])
+        decode(0)
         return
     with ThreadPoolExecutor(len(plan), thread_name_prefix="dfd-decode") as pool:
-        list(pool.map(decode, plan))
+        list(pool.map(decode, range(len(plan))))
 
 
 def decoding_threads() -> int:
@@ -698,8 +755,9 @@ def read_video(
     """
     Decode only the requested frames of a video file, in the requested order (indices may repeat or be unsorted).
 
-    `video` is a path, or the `VideoInfo` that `probe_video` returned for it: callers that needed the frame count to
-    choose `indices` pass it so the file is demuxed once, not twice.
+    `video` is a path, or the `VideoInfo` that `probe_video` returned for it (callers that needed the frame count to
+    choose `indices`). Given a path, the file is opened once: probed from its index where it has one, and decoded by
+    the same container.
     Frame `i` is the i-th frame in presentation order, so the pixels are bit-identical to those of
     `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
     kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
@@ -710,23 +768,42 @@ def read_video(
     `transform` is applied to each frame as it is decoded (the processor passes its resize), so that memory grows with
     the output, not the video's resolution; a frame that several indices repeat is decoded and transformed once.
     """
-    info = video if isinstance(video, VideoInfo) else probe_video(video)
-    indices = np.asarray(sample_frame_indices(info.total_frames, num_frames) if indices is None else indices)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}.")
+    threads = threads or decoding_threads()
+
+    def choose(total_frames: int) -> Sequence[int]:
+        return sample_frame_indices(total_frames, num_frames) if indices is None else indices
+
+    if isinstance(video, VideoInfo):
+        return _read(video, choose(video.total_frames), threads, transform)
+    return _read_file(os.fspath(video), choose, threads, transform)
+
+
+def _read_file(
+    path: str, choose: Callable[[int], Sequence[int]], threads: int, transform: FrameTransform | None
+) -> DecodedVideo:
+    """Probe and decode a file through one open container: `choose(total_frames)` picks the frames."""
+    with _open_video(path, threads=1) as (container, stream):
+        info, unopened = _probe(path, container, stream)
+        return _read(info, choose(info.total_frames), threads, transform, (container, stream) if unopened else None)
+
+
+def _read(
+    info: VideoInfo, indices, threads: int, transform: FrameTransform | None, opened: tuple | None = None
+) -> DecodedVideo:
+    indices = np.asarray(indices)
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices must be a non-empty sequence of integers, got {indices!r}.")
     if indices.min() < 0 or indices.max() >= info.total_frames:
         raise IndexError(f"{info.path}: frame indices must lie in [0, {info.total_frames}), got {indices.tolist()}.")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}.")
-
-    threads = threads or decoding_threads()
     wanted = sorted(set(indices.tolist()))
     batch = _Batch(info.path, indices)
     if info.frame_pts is None:
         _decode_in_order(info, wanted, batch, threads, transform)
     else:
         try:
-            _decode_side_by_side(info, wanted, batch, threads, transform)
+            _decode_side_by_side(info, wanted, batch, threads, transform, opened)
         except _SeekMissed:
             _decode_in_order(info, wanted, batch, threads, transform)
     return DecodedVideo(
@@ -819,8 +896,7 @@ def decode_video(
     if isinstance(video, (str, os.PathLike)):
         if os.path.isdir(video):
             return _read_frame_folder(Path(video), sample_indices, transform)
-        info = probe_video(video)
-        return read_video(info, sample_indices(info.total_frames), transform=transform)
+        return _read_file(os.fspath(video), sample_indices, decoding_threads(), transform)
     if is_frame_list(video):
         indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
         frames = np.stack([np.asarray(video[index].convert("RGB")) for index in indices.tolist()])

@@ -6,9 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from conftest import barcode_frames, write_video
+from conftest import barcode_frames, read_barcode, write_video
 from test_processing import write_paused_video, write_trimmed_video
-from dfd.decoding_dfd import VideoDecodeError, _open_video, _packets_from_index, probe_video
+from dfd.decoding_dfd import VideoDecodeError, _open_video, _packets_from_index, probe_video, read_video
 
 
 def assert_same_probe(path, ignore=()):
@@ -124,3 +124,22 @@ def test_the_index_is_read_without_demuxing_the_file(tmp_path):
     info = probe_video(path)
     assert info.total_frames == 60
     assert info.keyframe_indices.tolist() == [0, 10, 20, 30, 40, 50]
+
+
+@pytest.mark.parametrize("name, threads, opens", [("clip.mp4", 1, 1), ("clip.mp4", 2, 2), ("clip.mkv", 1, 2)])
+def test_read_video_decodes_an_indexed_file_through_the_container_it_probed(
+    tmp_path, monkeypatch, name, threads, opens
+):
+    """Opening costs FFmpeg a few decoded frames: an mp4 probed from its index is not opened again to decode it."""
+    path = write_video(tmp_path / name, barcode_frames(60), gop=10)
+    calls = []
+    real_open = av.open
+
+    def counting_open(*args, **kwargs):
+        calls.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    decoded = read_video(path, indices=[59, 0, 25, 25], threads=threads)
+    assert len(calls) == opens
+    assert [read_barcode(frame) for frame in decoded.frames] == [59, 0, 25, 25]
