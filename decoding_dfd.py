@@ -404,8 +404,9 @@ def probe_video(path: str | os.PathLike, index: bool = True) -> VideoInfo:
 
 def _probe(path: str, container, stream, index: bool = True) -> tuple[VideoInfo, bool]:
     """
-    `probe_video` on an open file, and whether its decoder is still unopened: then the same container can decode
-    the frames, with whatever threads, instead of opening the file again (FFmpeg decodes frames to open it).
+    `probe_video` on an open file, and whether the same container can then decode the frames by seeking, instead of
+    the file being opened again (FFmpeg decodes frames to open it). Its decoder stays unopened, so that it can take
+    any threads, when the index gives everything.
     """
     # What the container's own index promises; a file cut short delivers fewer packets than that.
     indexed_packets = len(stream.index_entries)
@@ -414,8 +415,8 @@ def _probe(path: str, container, stream, index: bool = True) -> tuple[VideoInfo,
     first_packet = next((packet for packet in packets if packet.size), None)
     slices = 1 if first_packet is None else _h264_slices(stream.codec_context, first_packet)
     packets = itertools.chain([first_packet] if first_packet else [], packets)
-    unopened = indexed is not None and indexed[2] is not None and first_packet.pts == indexed[0][0]
-    if unopened:
+    from_index = indexed is not None and indexed[2] is not None and first_packet.pts == indexed[0][0]
+    if from_index:
         # Nothing to decode: the track header gives the rotation.
         presentation_pts, is_keyframe, rotation = indexed
         demuxed_packets = indexed_packets
@@ -473,7 +474,7 @@ def _probe(path: str, container, stream, index: bool = True) -> tuple[VideoInfo,
         slices=slices,
     )
     # The decoder that reuses the container seeks to the first keyframe before anything: it must be the first frame.
-    return info, unopened and frame_pts is not None and keyframe_indices[0] == 0
+    return info, frame_pts is not None and keyframe_indices[0] == 0
 
 
 FrameTransform = Callable[[np.ndarray], np.ndarray]
@@ -584,10 +585,10 @@ def _decode_with_seeking(
     """
     wanted_pts = {int(info.frame_pts[index]) for index in wanted}
     with nullcontext(opened) if opened else _open_video(info.path, threads, thread_type) as (container, stream):
-        if opened:  # the probe's container, its decoder not opened yet
+        if opened and not stream.codec_context.is_open:
             stream.codec_context.thread_type, stream.codec_context.thread_count = thread_type, threads
         frames = _decode_from_here(container, stream, wanted_pts)
-        # The probe read the first packet of an opened container: seeking to the first keyframe comes first.
+        # The probe read packets from a container it hands over: seeking to the first keyframe comes first.
         next_index = -1 if opened else 0
         for target in wanted:
             keyframe_position = np.searchsorted(info.keyframe_indices, target, side="right") - 1
@@ -699,14 +700,17 @@ def _decode_side_by_side(
     Share `threads` between decoders that each take runs of the `wanted` frames starting at different keyframes, side
     by side: PyAV lets go of the GIL while FFmpeg decodes, and frames after different keyframes do not depend on each
     other, so this can use the cores better than one decoder's own threads. `_plan_decoders` decides how many. The
-    first decoder uses the `opened` container (the probe's) when there is one.
+    first decoder uses the `opened` container (the probe's) when its decoder can still take the threads planned, or
+    was opened, as the probe opens it, with the one thread planned.
     """
     plan = _plan_decoders(info, wanted, threads)
+    share = threads // len(plan)
+    if opened and opened[1].codec_context.is_open and share != 1:
+        opened = None
 
     def decode(position: int):
         group, thread_type = plan[position]
-        reused = opened if position == 0 else None
-        _decode_with_seeking(info, group, batch, threads // len(plan), thread_type, transform, reused)
+        _decode_with_seeking(info, group, batch, share, thread_type, transform, opened if position == 0 else None)
 
     if len(plan) == 1:
         decode(0)
@@ -785,8 +789,8 @@ def _read_file(
 ) -> DecodedVideo:
     """Probe and decode a file through one open container: `choose(total_frames)` picks the frames."""
     with _open_video(path, threads=1) as (container, stream):
-        info, unopened = _probe(path, container, stream)
-        return _read(info, choose(info.total_frames), threads, transform, (container, stream) if unopened else None)
+        info, reusable = _probe(path, container, stream)
+        return _read(info, choose(info.total_frames), threads, transform, (container, stream) if reusable else None)
 
 
 def _read(

@@ -126,11 +126,18 @@ def test_the_index_is_read_without_demuxing_the_file(tmp_path):
     assert info.keyframe_indices.tolist() == [0, 10, 20, 30, 40, 50]
 
 
-@pytest.mark.parametrize("name, threads, opens", [("clip.mp4", 1, 1), ("clip.mp4", 2, 2), ("clip.mkv", 1, 2)])
+@pytest.mark.parametrize(
+    "name, threads, opens",
+    [("clip.mp4", 1, 1), ("clip.mp4", 2, 2), ("clip.mkv", 1, 1), ("clip.mkv", 2, 2), ("clip.h264", 1, 2)],
+)
 def test_read_video_decodes_an_indexed_file_through_the_container_it_probed(
     tmp_path, monkeypatch, name, threads, opens
 ):
-    """Opening costs FFmpeg a few decoded frames: an mp4 probed from its index is not opened again to decode it."""
+    """
+    Opening costs FFmpeg a few decoded frames: the container that probed a file decodes it too, by seeking (with any
+    threads when the mp4 index made decoding its first frame needless, else with the probe's one). A stream without
+    timestamps is decoded from the start, by a decoder of its own.
+    """
     path = write_video(tmp_path / name, barcode_frames(60), gop=10)
     calls = []
     real_open = av.open
