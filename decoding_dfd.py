@@ -98,8 +98,8 @@ def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
 @dataclass
 class VideoInfo:
     """
-    What a video file holds, read from its packets without decoding it (only the first frame is decoded, because
-    PyAV exposes the rotation metadata on frames only).
+    What a video file holds, read from its container's index (mp4) or its packets without decoding it (where the
+    rotation is not in an mp4 track header, the first frame is decoded: PyAV exposes it on frames only).
 
     Frame `i` is the i-th frame in presentation order, the order in which `container.decode(video=0)` yields them.
     """
@@ -415,7 +415,7 @@ def _probe(path: str, container, stream, index: bool = True) -> tuple[VideoInfo,
     first_packet = next((packet for packet in packets if packet.size), None)
     slices = 1 if first_packet is None else _h264_slices(stream.codec_context, first_packet)
     packets = itertools.chain([first_packet] if first_packet else [], packets)
-    from_index = indexed is not None and indexed[2] is not None and first_packet.pts == indexed[0][0]
+    from_index = indexed is not None and indexed[2] is not None and getattr(first_packet, "pts", None) == indexed[0][0]
     if from_index:
         # Nothing to decode: the track header gives the rotation.
         presentation_pts, is_keyframe, rotation = indexed
