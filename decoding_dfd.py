@@ -274,8 +274,9 @@ def _mp4_sample_table(path: str, track_id: int) -> _Mp4Track | None:
         return next(((s, e) for k, s, e in _mp4_boxes(moov, start, end) if k == kind), None)
 
     boxes = 8 if moov[:4] != b"\0\0\0\1" else 16, len(moov)
-    movie_header = child(*boxes, b"mvhd")
-    movie_matrix = movie_header and struct.unpack_from(">9i", moov, movie_header[0] + (48 if moov[movie_header[0]] else 36))
+    movie_header, movie_matrix = child(*boxes, b"mvhd"), None
+    if movie_header is not None:
+        movie_matrix = struct.unpack_from(">9i", moov, movie_header[0] + (48 if moov[movie_header[0]] else 36))
     for kind, start, end in _mp4_boxes(moov, *boxes):
         header = child(start, end, b"tkhd") if kind == b"trak" else None
         if header is None:
@@ -318,9 +319,9 @@ def _packets_from_index(path: str, container, stream) -> tuple[list, list, float
     gives (`None`: unknown), from the container's own index
     instead of demuxing the file: FFmpeg's mp4 index gives each sample's decoding time, position, size and keyframe
     flag, and the `ctts` box adds what turns decoding times into presentation times. Used only when the two agree
-    sample for sample (same count, sizes and keyframes), no sample is marked to be discarded (edit lists that hide frames), every
-    sample lies within the file (not truncated), offsets are not negative and timestamps are distinct; `None` sends
-    the caller to the exact scan.
+    sample for sample (same count, sizes and keyframes), no sample is marked to be discarded (edit lists that hide
+    frames), every sample lies within the file (not truncated), offsets are not negative and timestamps are distinct;
+    `None` sends the caller to the exact scan.
     """
     if container.format.name != _MP4_FORMAT:
         return None
