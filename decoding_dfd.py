@@ -752,7 +752,7 @@ def _decode_in_order(
 
 def read_video(
     video: str | os.PathLike | VideoInfo,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | Callable[[VideoInfo], Sequence[int]] | None = None,
     num_frames: int = 12,
     threads: int | None = None,
     transform: FrameTransform | None = None,
@@ -766,7 +766,8 @@ def read_video(
     Frame `i` is the i-th frame in presentation order, so the pixels are bit-identical to those of
     `transformers.video_utils.load_video(path, backend="pyav")` for the same indices. Only the requested frames are
     kept in memory, and the decoder skips ahead by seeking to keyframes, so long videos stay cheap.
-    `indices` defaults to `sample_frame_indices(total_frames, num_frames)`.
+    `indices` defaults to `sample_frame_indices(total_frames, num_frames)`; a function of the probed `VideoInfo`
+    chooses them once the file is open (and may refuse it by raising), so that a file is opened once.
     `threads`: how many threads decode (default: `decoding_threads()`). The wanted frames are shared between up to this
     many decoders that start at different keyframes and work side by side; callers that decode several videos at once
     give each a share.
@@ -777,21 +778,23 @@ def read_video(
         raise ValueError(f"threads must be at least 1, got {threads}.")
     threads = threads or decoding_threads()
 
-    def choose(total_frames: int) -> Sequence[int]:
-        return sample_frame_indices(total_frames, num_frames) if indices is None else indices
+    def choose(info: VideoInfo) -> Sequence[int]:
+        if indices is None:
+            return sample_frame_indices(info.total_frames, num_frames)
+        return indices(info) if callable(indices) else indices
 
     if isinstance(video, VideoInfo):
-        return _read(video, choose(video.total_frames), threads, transform)
+        return _read(video, choose(video), threads, transform)
     return _read_file(os.fspath(video), choose, threads, transform)
 
 
 def _read_file(
-    path: str, choose: Callable[[int], Sequence[int]], threads: int, transform: FrameTransform | None
+    path: str, choose: Callable[[VideoInfo], Sequence[int]], threads: int, transform: FrameTransform | None
 ) -> DecodedVideo:
-    """Probe and decode a file through one open container: `choose(total_frames)` picks the frames."""
+    """Probe and decode a file through one open container: `choose(info)` picks the frames."""
     with _open_video(path, threads=1) as (container, stream):
         info, reusable = _probe(path, container, stream)
-        return _read(info, choose(info.total_frames), threads, transform, (container, stream) if reusable else None)
+        return _read(info, choose(info), threads, transform, (container, stream) if reusable else None)
 
 
 def _read(
@@ -901,7 +904,9 @@ def decode_video(
     if isinstance(video, (str, os.PathLike)):
         if os.path.isdir(video):
             return _read_frame_folder(Path(video), sample_indices, transform)
-        return _read_file(os.fspath(video), sample_indices, decoding_threads(), transform)
+        return _read_file(
+            os.fspath(video), lambda info: sample_indices(info.total_frames), decoding_threads(), transform
+        )
     if is_frame_list(video):
         indices = np.asarray(sample_indices(len(video)), dtype=np.int64)
         frames = np.stack([np.asarray(video[index].convert("RGB")) for index in indices.tolist()])

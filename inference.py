@@ -440,12 +440,16 @@ class VideoScorer:
                     path, lambda total: window_frame_indices(total, num_frames, num_windows).reshape(-1), resize
                 )
             else:
-                info = video if probed else probe_video(path)
-                num_windows = self.windows_for(info.duration, num_windows, max_windows)
-                indices = window_frame_indices(info.total_frames, num_frames, num_windows)
-                if self.limits is not None:
-                    self.limits.check_decoding(info, indices)
-                decoded = read_video(info, indices=indices.reshape(-1), threads=self.decoding_threads, transform=resize)
+
+                def choose(info: VideoInfo) -> np.ndarray:
+                    nonlocal num_windows
+                    num_windows = self.windows_for(info.duration, num_windows, max_windows)
+                    indices = window_frame_indices(info.total_frames, num_frames, num_windows)
+                    if self.limits is not None:
+                        self.limits.check_decoding(info, indices)
+                    return indices.reshape(-1)
+
+                decoded = read_video(video, indices=choose, threads=self.decoding_threads, transform=resize)
             windows = list(decoded.frames.reshape(num_windows, num_frames, *decoded.frames.shape[1:]))
             pixel_values = self.processor(windows, do_sample_frames=False, return_tensors="pt")["pixel_values"]
         except VideoDecodeError as error:

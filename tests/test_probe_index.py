@@ -150,3 +150,22 @@ def test_read_video_decodes_an_indexed_file_through_the_container_it_probed(
     decoded = read_video(path, indices=[59, 0, 25, 25], threads=threads)
     assert len(calls) == opens
     assert [read_barcode(frame) for frame in decoded.frames] == [59, 0, 25, 25]
+
+
+def test_frames_can_be_chosen_from_the_probed_file_without_opening_it_twice(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", barcode_frames(60), gop=10)
+    seen = []
+
+    def last_two(info):
+        seen.append((info.total_frames, info.duration))
+        return [info.total_frames - 1, info.total_frames - 2]
+
+    decoded = read_video(path, indices=last_two)
+    assert seen == [(60, pytest.approx(60 / 25))]
+    assert [read_barcode(frame) for frame in decoded.frames] == [59, 58]
+
+    def refuse(info):
+        raise ValueError(f"{info.path}: too long")
+
+    with pytest.raises(ValueError, match="clip.mp4: too long"):
+        read_video(path, indices=refuse)
