@@ -651,10 +651,10 @@ def frames_to_decode(info: VideoInfo, indices: Sequence[int]) -> int:
 
 
 # The share of their cores that one decoder's threads keep busy: frame threads wait on each other's reference frames
-# and, after every seek, first refill a pipeline of one frame per extra thread; slice threads split each frame. See
-# benchmarks/bench_decode.py.
-_FRAME_THREAD_EFFICIENCY = 0.8
-_SLICE_THREAD_EFFICIENCY = 0.9
+# and, after every seek, first refill a pipeline of one frame per extra thread; slice threads wait for a frame's
+# slowest slice. Measured by decoding whole 1080p videos with each (benchmarks/RESULTS.md, "Decoding").
+_FRAME_THREAD_EFFICIENCY = 0.6
+_SLICE_THREAD_EFFICIENCY = 0.75
 
 
 def _decoding_time(info: VideoInfo, wanted: list[int], threads: int) -> tuple[float, str]:
