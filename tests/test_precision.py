@@ -72,7 +72,8 @@ def test_auto_is_fp32_when_torch_has_no_probe(auto_precision):
 
 def test_the_environment_overrides_the_rule_and_a_bad_value_is_named(auto_precision):
     answer(auto_precision, avx512_bf16=True, amx=True)
-    for name, dtype in [("fp32", torch.float32), ("int8", torch.qint8), (" bf16 ", torch.bfloat16), ("", torch.bfloat16)]:
+    settings = [("fp32", torch.float32), ("int8", torch.qint8), (" bf16 ", torch.bfloat16), ("", torch.bfloat16)]
+    for name, dtype in settings:
         auto_precision.setenv(DTYPE_VARIABLE, name)
         assert default_dtype(CPU) == dtype
     auto_precision.setenv(DTYPE_VARIABLE, "fp16")
@@ -124,7 +125,7 @@ def test_a_frozen_prefix_is_read_from_its_parameters_not_a_layers_attributes(tin
     pixel_values = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(pixel_values=pixel_values).logits
-    # A quantized linear layer's `weight` is a method: the rule reads parameters, and a quantized block has none to train.
+    # A quantized linear layer's `weight` is a method: the rule reads parameters, and a quantized block has none.
     quantize_linear_layers(model)
     assert callable(encoder.layers[0].self_attn.q_proj.weight)
     assert encoder.frozen_prefix_length() == 1
@@ -145,7 +146,10 @@ def test_int8_is_refused_on_a_gpu_and_for_gradient_explanations(tiny_detector_di
 def test_predict_dtype_int8_scores_real_videos_end_to_end(tiny_detector_dir, video_paths, tiny_detector_scores):
     command = [sys.executable, "-m", "dfd.tools.cli", "predict", *video_paths, "--model", str(tiny_detector_dir)]
     result = subprocess.run(
-        [*command, "--dtype", "int8", "--device", "cpu", "--format", "json"], capture_output=True, text=True, timeout=300
+        [*command, "--dtype", "int8", "--device", "cpu", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "Warning" not in result.stderr  # torch.ao's deprecation warnings stay out of the user's way
@@ -154,7 +158,9 @@ def test_predict_dtype_int8_scores_real_videos_end_to_end(tiny_detector_dir, vid
     reference = [scores["fake"] for scores in tiny_detector_scores(video_paths)]
     assert [record["score"] for record in records] == pytest.approx(reference, abs=0.05)
 
-    result = subprocess.run([*command, "--dtype", "int8", "--explain", str(Path(video_paths[0]).parent / "maps")],
-                            capture_output=True, text=True, timeout=300)
+    maps = Path(video_paths[0]).parent / "maps"
+    result = subprocess.run(
+        [*command, "--dtype", "int8", "--explain", maps], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 2
     assert "--explain needs gradients, which int8 layers do not pass" in result.stderr
