@@ -27,7 +27,6 @@ from common import (
     report,
     resolve_device,
 )
-from dfd.inference import cpu_has_bf16, quantize_linear_layers
 from dfd.modeling_dfd import DFDForVideoClassification, DFDSpatioTemporalAdapter
 from models import benchmark_config
 
@@ -133,6 +132,8 @@ def cpu_precision_rows(config_name, config, num_frames, repeats, compile_backend
     relative to the largest fp32 logit). `skip_bf16`: leave out the bf16 rows (a CPU without bf16 units emulates
     them several times slower than fp32, which adds many minutes on the full config).
     """
+    from dfd.inference import quantize_linear_layers  # dfd.inference needs PyAV, which the GPU image lacks
+
     torch.manual_seed(0)
     detector = DFDForVideoClassification(config).eval()
     size = config.image_size
@@ -301,6 +302,12 @@ def main(argv=None):
     parser.add_argument("--full-cpu-frames", type=int, default=2, help="Frames per video for the full config on CPU.")
     parser.add_argument("--repeats", type=int, default=None, help="Timed runs per point (default 10 GPU, 5 CPU).")
     parser.add_argument(
+        "--no-cpu-precisions",
+        dest="cpu_precisions",
+        action="store_false",
+        help="On a CPU, leave out the table of precisions (the GPU suite: dfd.inference needs PyAV, which it lacks).",
+    )
+    parser.add_argument(
         "--emulated-bf16",
         action="store_true",
         help="On a CPU without bf16 units, also time the full config in bf16 (emulated: several times fp32's time).",
@@ -364,13 +371,16 @@ def main(argv=None):
         layout_config, device, reference_dtype, 16 if on_gpu else 1, args.num_frames, repeats
     )
     goals = inference_goals(rows, device, precisions[0])
-    cpu_rows = []
-    if not on_gpu:
+    cpu_rows, has_bf16 = [], None
+    if not on_gpu and args.cpu_precisions:
+        from dfd.inference import cpu_has_bf16  # see cpu_precision_rows
+
+        has_bf16 = cpu_has_bf16()
         compile_backend = args.compile_backend if compile_enabled else None
         for name in config_names:
             full = name == "full"
             frames = args.full_cpu_frames if full else args.num_frames
-            skip_bf16 = full and not cpu_has_bf16() and not args.emulated_bf16
+            skip_bf16 = full and not has_bf16 and not args.emulated_bf16
             cpu_rows += cpu_precision_rows(name, benchmark_config(name), frames, repeats, compile_backend, skip_bf16)
 
     columns = [
@@ -402,7 +412,7 @@ def main(argv=None):
             "max_logit_diff",
             "relative_logit_diff",
         ]
-        units = "bf16 units" if cpu_has_bf16() else "no bf16 units: bf16 is emulated"
+        units = "bf16 units" if has_bf16 else "no bf16 units: bf16 is emulated"
         title = f"CPU precisions, batch 1, interleaved, best of {repeats} ({units})"
         tables.append(format_table(title, cpu_columns, cpu_rows))
     return report(
@@ -416,7 +426,7 @@ def main(argv=None):
         compiled_graphs=counters["stats"]["unique_graphs"] - graphs_before,
         rows=rows,
         adapter_layout=layout_rows,
-        cpu_has_bf16=cpu_has_bf16(),
+        cpu_has_bf16=has_bf16,
         cpu_precisions=cpu_rows,
     )
 
