@@ -106,10 +106,10 @@ class EndpointHandler:
         self.allow_local_paths = allow_local_paths
         given = {"max_input_bytes": max_input_bytes, "max_duration": max_duration, "max_windows": max_windows}
         self.limits = self.inference.Limits(**{name: value for name, value in given.items() if value})
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = self.inference.default_dtype(device)  # DFD_DTYPE, else what the device computes natively
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = self.inference.default_dtype(device)
         self.scorer = self.inference.VideoScorer(model, processor, device=device, dtype=dtype, limits=self.limits)
 
     def __call__(self, data: dict) -> list[dict]:

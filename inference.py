@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import statistics
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -257,9 +258,52 @@ class _PreparedVideo:
     duration: float | None
 
 
+# The precisions a scorer runs in, by the names `dfd predict --dtype` and DFD_DTYPE take. int8 is fp32 with every
+# nn.Linear dynamically quantized (`quantize_linear_layers`), on the CPU only.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.qint8}
+DTYPE_VARIABLE = "DFD_DTYPE"
+
+
+def cpu_has_bf16() -> bool:
+    """
+    Whether the CPU computes bf16 natively (AVX512-BF16 or AMX units). Without them bf16 matrix products are emulated,
+    several times slower than fp32 (benchmarks/bench_inference.py). False when this torch has no probe for them.
+    """
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        try:
+            if getattr(torch.cpu, probe)():
+                return True
+        except (AttributeError, RuntimeError):
+            continue
+    return False
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that support it (as the model was trained), fp32 elsewhere (bf16 is slow on most CPUs)."""
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    """
+    The precision to run on `device` when none is asked for (`dfd predict --dtype auto`, the Endpoints handler, the
+    web page): DFD_DTYPE when set to fp32, bf16 or int8; else bf16 where the device computes it natively (GPUs that
+    support it, as the model was trained, and CPUs with bf16 units, see `cpu_has_bf16`), fp32 elsewhere.
+    """
+    name = os.environ.get(DTYPE_VARIABLE, "").strip() or "auto"
+    if name not in ("auto", *DTYPES):
+        raise ValueError(f"{DTYPE_VARIABLE}={name!r} is not valid: it must be auto, {', '.join(DTYPES)}")
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+
+
+def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """
+    `model` (in place) with every nn.Linear dynamically quantized to int8: int8 weights, activations quantized per
+    batch, fp32 everywhere else; CPU only. torch.ao.quantization is deprecated in favour of torchao, an extra
+    dependency, but works from torch 2.11 to 2.14; its deprecation warnings are not the user's business.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def window_frame_indices(total_frames: int, num_frames: int, num_windows: int) -> np.ndarray:
@@ -365,9 +409,13 @@ class VideoScorer:
         threshold=None,
     ):
         self.limits = limits  # a server's `Limits`: refuses videos that take too many frames to decode
-        self.model = model.eval().to(device)
-        self.processor = processor
         self.device = torch.device(device)
+        if dtype == torch.qint8 and self.device.type != "cpu":
+            raise ValueError(f"int8 (dynamic quantization) runs on the CPU only, not on {self.device.type}")
+        self.model = model.eval().to(device)
+        if dtype == torch.qint8:
+            self.model = quantize_linear_layers(self.model)
+        self.processor = processor
         self.dtype = dtype
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -379,6 +427,16 @@ class VideoScorer:
         self.rule = DecisionRule.from_config(model.config, threshold)
         self.temperature = getattr(model.config, "calibration_temperature", 1.0)
         self.window_duration = getattr(model.config, "window_duration", None)
+
+    def precision(self):
+        """
+        The context the model runs in: bf16 autocast over the fp32 weights (the mixed precision the model was trained
+        in; bf16 weights are a little faster on a CPU but move the logits further: benchmarks/bench_inference.py), plain
+        fp32 for fp32 and int8.
+        """
+        if self.dtype in (torch.float32, torch.qint8):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def windows_for(
         self, duration: float | None, num_windows: int | None = None, max_windows: int | None = None
@@ -471,9 +529,8 @@ class VideoScorer:
         probabilities = iter(())
         if videos:
             pixel_values = torch.cat([video.pixel_values for video in videos])
-            mixed_precision = self.dtype != torch.float32
             batches = []
-            with torch.autocast(self.device.type, dtype=self.dtype) if mixed_precision else nullcontext():
+            with self.precision():
                 for batch in pixel_values.split(self.batch_size):
                     logits = self.model(pixel_values=batch.to(self.device)).logits
                     batches.append((logits.float() / self.temperature).softmax(-1).cpu())
@@ -593,9 +650,8 @@ class VideoExplainer:
         return torch.where(total > 0, evidence / total.clamp(min=1e-30), torch.zeros_like(evidence)).float()
 
     def _fake_log_odds(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        model, device = self.scorer.model, self.scorer.device
-        mixed_precision = self.scorer.dtype != torch.float32
-        with torch.autocast(device.type, dtype=self.scorer.dtype) if mixed_precision else nullcontext():
+        model = self.scorer.model
+        with self.scorer.precision():
             logits = model(pixel_values=pixel_values).logits.float()
         fake = self.scorer.labels.index(FAKE_LABEL)
         others = torch.cat([logits[:, :fake], logits[:, fake + 1 :]], dim=1)
@@ -603,6 +659,8 @@ class VideoExplainer:
 
     def _attributions(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Signed attribution of every patch (batch, frames, h, w) to the fake log-odds."""
+        if self.scorer.dtype == torch.qint8:
+            raise ValueError(f"{self.method} needs gradients, which int8 layers do not pass: explain in fp32 or bf16")
         pixel_values = pixel_values.to(self.scorer.device, torch.float32)
         baseline = torch.zeros_like(pixel_values)  # normalised zero: the processor's mean colour
         steps = 1 if self.method == "gradient_x_input" else self.steps

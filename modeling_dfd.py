@@ -126,9 +126,11 @@ class DFDEncoder(nn.Module):
     def frozen_prefix_length(self) -> int:
         """
         Blocks before the first adapter of a frozen backbone see no trainable input: they run without autograd, unless
-        the input needs a gradient.
+        the input needs a gradient. Frozen: none of their parameters requires grad (whatever their layers hold, e.g.
+        a quantized linear layer, whose `weight` is a method).
         """
-        backbone_frozen = not self.layers[0].self_attn.q_proj.weight.requires_grad
+        prefix = self.layers[: self.first_adapter_layer]
+        backbone_frozen = not any(parameter.requires_grad for parameter in prefix.parameters())
         return self.first_adapter_layer if backbone_frozen else 0
 
     def forward(self, hidden_states, num_frames, grid_size, no_grad_blocks=0, **kwargs):
@@ -308,7 +310,7 @@ class DFDModel(DFDPreTrainedModel):
         frames = pixel_values.reshape(batch_size * num_frames, num_channels, height, width)
         # The frozen embeddings and the frozen blocks in front of the first adapter build no autograd graph, unless the
         # input itself needs a gradient (saliency maps, adversarial examples): then everything runs with autograd.
-        backbone_frozen = not self.embeddings.patch_embedding.weight.requires_grad
+        backbone_frozen = not any(parameter.requires_grad for parameter in self.embeddings.parameters())
         frozen_prefix = backbone_frozen and not pixel_values.requires_grad
         with torch.no_grad() if frozen_prefix else nullcontext():
             hidden_states = self.embeddings(frames, interpolate_pos_encoding=interpolate_pos_encoding)

@@ -6,9 +6,11 @@ Inference speed of DFDForVideoClassification against its floor, the bare CLIPVis
 Random weights (nothing downloaded). On a GPU: batch 1/4/16/32 of 12x384^2 videos, eager and compiled, with weights
 in bf16 and with fp32 weights under bf16 autocast (what `dfd predict` runs). On a CPU: fp32, the tiny config at all
 batch sizes and the full ViT-L/14 config at batch 1 (one 12-frame video takes ~1 min there, so `--full-cpu-frames`
-frames, 2 by default: the adapter/backbone ratio does not depend on it).
+frames, 2 by default: the adapter/backbone ratio does not depend on it); then the precisions a CPU can run the
+detector in, side by side (`cpu_precision_rows`), which `inference.default_dtype` chooses from.
 """
 
+import copy
 from contextlib import nullcontext
 from functools import partial
 
@@ -119,6 +121,61 @@ def forward_rows(
         for batch_size in compile_batch_sizes:
             time_side_by_side(compiled_models, batch_size, compiled=True)
     return rows
+
+
+def cpu_precision_rows(config_name, config, num_frames, repeats, compile_backend=None, skip_bf16=False):
+    """
+    One video of `num_frames` frames through the detector on the CPU in every precision it can run in, timed in turns
+    on the same pixels: fp32 eager (the reference), bf16 weights and input, bf16 autocast over fp32 weights (`dfd
+    predict --dtype bf16`), int8 dynamic quantization of nn.Linear (`--dtype int8`), and, with `compile_backend`,
+    fp32 `compile_blocks()`. Each row: time against fp32 and the largest logit difference from fp32's (absolute and
+    relative to the largest fp32 logit). `skip_bf16`: leave out the bf16 rows (a CPU without bf16 units emulates
+    them several times slower than fp32, which adds many minutes on the full config).
+    """
+    from dfd.inference import quantize_linear_layers  # dfd.inference needs PyAV, which the GPU image lacks
+
+    torch.manual_seed(0)
+    detector = DFDForVideoClassification(config).eval()
+    size = config.image_size
+    pixel_values = torch.randn(1, num_frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    bf16_pixel_values = pixel_values.bfloat16()
+
+    def autocast(model):
+        def call():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(pixel_values=pixel_values)
+
+        return call
+
+    calls = {"fp32 eager": partial(detector, pixel_values=pixel_values)}
+    if not skip_bf16:
+        bf16_detector = copy.deepcopy(detector).to(torch.bfloat16)
+        calls["bf16 weights and input"] = partial(bf16_detector, pixel_values=bf16_pixel_values)
+        calls["bf16 autocast, fp32 weights (--dtype bf16)"] = autocast(detector)
+    int8_detector = quantize_linear_layers(copy.deepcopy(detector))
+    calls["int8 dynamic nn.Linear (--dtype int8)"] = partial(int8_detector, pixel_values=pixel_values)
+    if compile_backend:
+        compiled = copy.deepcopy(detector)
+        compiled.compile_blocks(backend=compile_backend, dynamic=False)
+        calls["fp32 compile_blocks()"] = partial(compiled, pixel_values=pixel_values)
+    with torch.inference_mode():
+        first_call_s = measure_interleaved(calls, 1, warmup=0)  # allocations; compilation for compile_blocks()
+        seconds = measure_interleaved(calls, repeats, warmup=0)
+        logits = {variant: call().logits.float() for variant, call in calls.items()}
+    reference = logits["fp32 eager"]
+    return [
+        {
+            "config": config_name,
+            "frames": num_frames,
+            "variant": variant,
+            "latency_ms": seconds[variant] * 1e3,
+            "time_vs_fp32": seconds[variant] / seconds["fp32 eager"],
+            "first_call_s": first_call_s[variant],
+            "max_logit_diff": (logits[variant] - reference).abs().max().item(),
+            "relative_logit_diff": relative_difference(logits[variant], reference),
+        }
+        for variant in calls
+    ]
 
 
 def add_anchor_ratios(rows, anchor_precision):
@@ -245,6 +302,17 @@ def main(argv=None):
     parser.add_argument("--full-cpu-frames", type=int, default=2, help="Frames per video for the full config on CPU.")
     parser.add_argument("--repeats", type=int, default=None, help="Timed runs per point (default 10 GPU, 5 CPU).")
     parser.add_argument(
+        "--no-cpu-precisions",
+        dest="cpu_precisions",
+        action="store_false",
+        help="On a CPU, leave out the table of precisions (the GPU suite: dfd.inference needs PyAV, which it lacks).",
+    )
+    parser.add_argument(
+        "--emulated-bf16",
+        action="store_true",
+        help="On a CPU without bf16 units, also time the full config in bf16 (emulated: several times fp32's time).",
+    )
+    parser.add_argument(
         "--compile", choices=["auto", "yes", "no"], default="auto", help="Also time torch.compile (auto: GPU only)."
     )
     parser.add_argument(
@@ -303,6 +371,17 @@ def main(argv=None):
         layout_config, device, reference_dtype, 16 if on_gpu else 1, args.num_frames, repeats
     )
     goals = inference_goals(rows, device, precisions[0])
+    cpu_rows, has_bf16 = [], None
+    if not on_gpu and args.cpu_precisions:
+        from dfd.inference import cpu_has_bf16  # see cpu_precision_rows
+
+        has_bf16 = cpu_has_bf16()
+        compile_backend = args.compile_backend if compile_enabled else None
+        for name in config_names:
+            full = name == "full"
+            frames = args.full_cpu_frames if full else args.num_frames
+            skip_bf16 = full and not has_bf16 and not args.emulated_bf16
+            cpu_rows += cpu_precision_rows(name, benchmark_config(name), frames, repeats, compile_backend, skip_bf16)
 
     columns = [
         "config",
@@ -318,20 +397,37 @@ def main(argv=None):
         "output_diff_vs_eager",
     ]
     title = f"Inference, {device.type}, random weights (best of {repeats}; time_vs_eager_clip: vs {precisions[0]})"
+    tables = [
+        format_table(title, columns, rows),
+        format_table("Adapter depthwise conv layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows),
+    ]
+    if cpu_rows:
+        cpu_columns = [
+            "config",
+            "frames",
+            "variant",
+            "latency_ms",
+            "time_vs_fp32",
+            "first_call_s",
+            "max_logit_diff",
+            "relative_logit_diff",
+        ]
+        units = "bf16 units" if has_bf16 else "no bf16 units: bf16 is emulated"
+        title = f"CPU precisions, batch 1, interleaved, best of {repeats} ({units})"
+        tables.append(format_table(title, cpu_columns, cpu_rows))
     return report(
         args,
         "inference",
         device,
-        [
-            format_table(title, columns, rows),
-            format_table("Adapter depthwise conv layout", ["layout", "batch", "conv_ms", "vs_used"], layout_rows),
-        ],
+        tables,
         goals,
         precisions=precisions,
         # Graphs torch.compile made: the identical blocks share one per model, precision and batch size.
         compiled_graphs=counters["stats"]["unique_graphs"] - graphs_before,
         rows=rows,
         adapter_layout=layout_rows,
+        cpu_has_bf16=has_bf16,
+        cpu_precisions=cpu_rows,
     )
 
 

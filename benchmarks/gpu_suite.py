@@ -33,7 +33,12 @@ def parts(tiny: bool) -> list[tuple[str, str, list[str], tuple[str, ...]]]:
     """
     if tiny:
         return [
-            ("inference", "bench_inference", ["--quick", "--compile", "yes", "--precisions", "bf16,autocast"], ()),
+            (
+                "inference",
+                "bench_inference",
+                ["--quick", "--compile", "yes", "--precisions", "bf16,autocast", "--no-cpu-precisions"],
+                (),
+            ),
             ("train_step", "bench_train_step", ["--quick", "--precision", "bf16"], ()),
             ("data", "bench_data", ["--quick", "--workers", "0"], ("av", "datasets")),
         ]

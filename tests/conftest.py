@@ -4,6 +4,9 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests stay fp32, also on CPUs with bf16 units, where the default precision is bf16 (inference.default_dtype); the
+# `dfd` subprocesses inherit it. tests/test_precision.py tests the rule itself.
+os.environ["DFD_DTYPE"] = "fp32"
 
 from pathlib import Path
 

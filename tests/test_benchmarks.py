@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, numbered_frames, write_video
 
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -160,6 +160,19 @@ def test_inference_benchmark_compares_the_detector_with_bare_clip(tmp_path):
     assert result["machine"]["device"] == "cpu" and result["precisions"] == ["fp32"]
     assert result["compiled_graphs"] == 0
     assert "| tiny | fp32 | dfd | 2 | 12 |" in stdout
+    # The CPU precisions, side by side against fp32 (what `inference.default_dtype` chooses from).
+    precisions = {row["variant"]: row for row in result["cpu_precisions"]}
+    assert list(precisions) == [
+        "fp32 eager",
+        "bf16 weights and input",
+        "bf16 autocast, fp32 weights (--dtype bf16)",
+        "int8 dynamic nn.Linear (--dtype int8)",
+    ]
+    assert precisions["fp32 eager"]["time_vs_fp32"] == 1 and precisions["fp32 eager"]["max_logit_diff"] == 0
+    for row in precisions.values():
+        assert row["latency_ms"] > 0 and 0 <= row["relative_logit_diff"] < 0.1
+    assert sum(row["max_logit_diff"] > 0 for row in precisions.values()) == 3  # every other precision rounds
+    assert "| tiny | 12 | int8 dynamic nn.Linear (--dtype int8) |" in stdout
 
 
 def test_data_benchmark_reads_the_training_frame_cache(tmp_path):
@@ -266,6 +279,22 @@ def test_frozen_prefix_benchmark_times_a_git_revision_beside_the_checkout(tmp_pa
     assert all(row["step_ms"] > 0 for row in result["rows"])
     assert result["goals"][0]["goal"] == "tiny: step time saved by the shortcut (x)"
     assert "| tiny | blocks 2-3 | 1x2 | baseline |" in stdout
+
+
+def test_cpu_precision_benchmark_compares_every_precision_with_fp32(tmp_path, tiny_detector_dir):
+    for label, level in (("real", 60), ("fake", 200)):
+        (tmp_path / "videos" / label).mkdir(parents=True)
+        for index in range(2):
+            write_video(tmp_path / "videos" / label / f"{index}.mp4", numbered_frames(8 + index) // 2 + level // 2)
+    arguments = ["--model", str(tiny_detector_dir), "--videos", str(tmp_path / "videos")]
+    result, stdout = run_script("bench_cpu_precision", tmp_path, *arguments)
+    rows = {row["precision"]: row for row in result["rows"]}
+    assert list(rows) == ["fp32", "bf16", "int8"]
+    assert rows["fp32"]["max_probability_diff"] == 0 and rows["fp32"]["verdicts_changed"] == 0
+    for row in rows.values():
+        assert 0 <= row["auc"] <= 1 and 0 <= row["max_probability_diff"] < 0.1
+    assert rows["int8"]["max_probability_diff"] > 0  # int8 rounds: the scorer really ran it
+    assert "| int8 |" in stdout
 
 
 def test_decision_rule_benchmark_scores_every_row(tmp_path, tiny_detector_dir):

@@ -269,11 +269,23 @@ def test_endpoint_validates_every_request_shape(endpoint_dir, served_videos):
         ("DFD_MAX_WINDOWS", "abc", "it must be a whole number of at least 1"),
         ("DFD_MAX_DURATION_SECONDS", "nan", "it must be a number of at least 1"),
         ("DFD_ALLOW_LOCAL_PATHS", "yes", "it must be 1 (on) or 0 (off)"),
+        ("DFD_DTYPE", "fp16", "it must be auto, fp32, bf16, int8"),
     ],
 )
 def test_a_bad_setting_stops_the_endpoint_with_one_line_naming_it(endpoint_dir, name, value, message):
     (response,) = run_endpoint(endpoint_dir, [({}, {"inputs": "x"})], **{name: value})
     assert response == {"error": f"{name}={value!r} is not valid: {message}"}
+
+
+def test_the_endpoint_runs_in_the_precision_dfd_dtype_names(endpoint_dir, served_videos, tiny_detector_scores):
+    short = served_videos[0] / "short.mp4"
+    requests = [({}, {"inputs": encode(short)})]
+    (fp32,) = run_endpoint(endpoint_dir, requests)  # conftest's DFD_DTYPE=fp32
+    (int8,) = run_endpoint(endpoint_dir, requests, DFD_DTYPE="int8")
+    (scores,) = tiny_detector_scores([short])
+    assert [entry["score"] for entry in fp32 if entry["label"] == "fake"] == pytest.approx([scores["fake"]], abs=1e-5)
+    int8_fake = next(entry["score"] for entry in int8 if entry["label"] == "fake")
+    assert int8_fake == pytest.approx(scores["fake"], abs=0.05) and int8_fake != pytest.approx(scores["fake"], abs=1e-7)
 
 
 # A one-frame 16000x16000 h264 (about 750 KB): 768 MB as RGB at full resolution.

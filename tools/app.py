@@ -219,12 +219,13 @@ def flagged_most_suspicious(prediction: VideoPrediction) -> list[int]:
 
 def load_scorer(model: str, device: str | None = None) -> VideoScorer:
     """A `VideoScorer` of the detector at `model` (folder or Hub id), on the GPU when there is one."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = default_dtype(device)  # DFD_DTYPE, else what the device computes natively; read before the long load
     try:
         detector, processor = load_detector(model)
     except OSError as error:
         raise OSError(f"--model {model}: {error}") from None
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return VideoScorer(detector, processor, device, default_dtype(device), limits=Limits())
+    return VideoScorer(detector, processor, device, dtype, limits=Limits())
 
 
 def _import_gradio():

@@ -10,7 +10,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ...inference import VideoError, VideoExplainer, VideoScorer, default_dtype
+from ...inference import DTYPES, VideoError, VideoExplainer, VideoScorer, default_dtype
 from ..loading import load_detector
 from ..plots import write_explanation, write_plot
 from .common import CommandError, UsageError, positive_int, probability
@@ -36,7 +36,7 @@ def resolve_device(name: str, state: PartialState) -> torch.device:
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return default_dtype(device)
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+    return DTYPES[name]
 
 
 def load_scorer(args, device: torch.device) -> VideoScorer:
@@ -138,6 +138,8 @@ def prepare_outputs(args, state, entries, output_format: str) -> tuple[ResultFil
         check_plot_folder(args.plot, "--plot")
     if args.explain:
         check_plot_folder(args.explain, "--explain")
+        if args.dtype == "int8":
+            raise UsageError("--explain needs gradients, which int8 layers do not pass: use --dtype fp32 or bf16")
     state.wait_for_everyone()  # every process has read the journals before any writes to its own
     if results is not None:
         results.open()
@@ -256,9 +258,10 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
     )
     parser.add_argument(
         "--dtype",
-        choices=["auto", "bf16", "fp32"],
+        choices=["auto", *DTYPES],
         default="auto",
-        help="autocast precision; auto: bf16 on CUDA, fp32 elsewhere",
+        help="precision: bf16 autocast, fp32, or int8 (dynamically quantized linear layers, CPU only, no --explain); "
+        "auto: DFD_DTYPE when set, else bf16 on GPUs and on CPUs with bf16 units (AVX512-BF16 or AMX), else fp32",
     )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
     parser.add_argument(
