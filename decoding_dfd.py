@@ -530,11 +530,22 @@ class _SeekMissed(Exception):
 # Demuxers that seek by byte position (e.g. MPEG-TS) may land a keyframe late; retrying from earlier keyframes helps.
 _SEEK_ATTEMPTS = 3
 # Decoders whose non-reference frames no other frame uses, and which read `skip_frame` anew for every packet (AV1's
-# libdav1d reads it once, when it opens; HEVC's "sub-layer non-reference" frames may serve higher temporal layers).
+# libdav1d reads it once, when it opens). HEVC qualifies per stream, see `_skips_non_reference_frames`.
 _CODECS_SKIPPING_NON_REFERENCE_FRAMES = {"h264", "mpeg1video", "mpeg2video", "mpeg4"}
 # FFmpeg's own cap on the threads it picks: more decoders than this mostly hold more frames in memory.
 _MAX_DEFAULT_THREADS = 16
 DECODE_THREADS_VARIABLE = "DFD_DECODE_THREADS"
+
+
+def _skips_non_reference_frames(codec_context) -> bool:
+    """
+    Whether unwanted non-reference frames can be skipped. HEVC's "sub-layer non-reference" frames may serve higher
+    temporal sub-layers, so an HEVC stream qualifies only when its `hvcC` header declares one temporal layer.
+    """
+    if codec_context.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES:
+        return True
+    header = codec_context.extradata or b""
+    return codec_context.name == "hevc" and len(header) > 22 and header[0] == 1 and (header[21] >> 3) & 7 == 1
 
 
 def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.VideoFrame]:
@@ -543,7 +554,7 @@ def _decode_from_here(container, stream, wanted_pts: set[int]) -> Iterator[av.Vi
     nothing depends on such frames (B-frames, mostly), so the wanted ones come out bit-identical, sooner.
     """
     codec = stream.codec_context
-    skip_unwanted = codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
+    skip_unwanted = _skips_non_reference_frames(codec)
     for packet in container.demux(stream):
         if skip_unwanted:
             codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"

@@ -24,6 +24,7 @@ from dfd.processing_dfd import DFDVideoProcessor
 from dfd.decoding_dfd import (
     VideoDecodeError,
     _plan_decoders,
+    _skips_non_reference_frames,
     _split_at_keyframes,
     decoding_threads,
     load_video_frames,
@@ -108,6 +109,8 @@ def test_probe_orders_frames_by_presentation_time(make_video):
         ("mpegts.ts", {"gop": 60, "bframes": 2}),
         ("vp9.webm", {"codec": "libvpx-vp9", "gop": 50}),
         ("av1.mp4", {"codec": "libsvtav1", "gop": 50}),
+        ("hevc.mp4", {"codec": "libx265", "gop": 50}),  # B-frames that nothing refers to: skipped when unwanted
+        ("hevc.mkv", {"codec": "libx265", "gop": 50}),
     ],
 )
 def test_read_video_is_bit_identical_to_transformers_load_video(tmp_path, name, options):
@@ -125,6 +128,20 @@ def test_read_video_is_bit_identical_to_transformers_load_video(tmp_path, name, 
             np.testing.assert_array_equal(decoded.frames, expected)
             assert [read_barcode(frame) for frame in decoded.frames] == list(indices)
             np.testing.assert_array_equal(decoded.indices, indices)
+
+
+def test_hevc_skips_unwanted_non_reference_frames_only_with_one_temporal_layer(make_video):
+    """With temporal layers, HEVC's "sub-layer non-reference" frames can be references of a higher layer."""
+    indices = [0, 7, 29, 31, 59]
+    for name, options, skips in [
+        ("one_layer.mp4", {}, True),
+        ("three_layers.mp4", {"options": {"x265-params": "temporal-layers=3"}}, False),
+    ]:
+        path = make_video(name, barcode_frames(60), codec="libx265", gop=30, **options)
+        with av.open(str(path)) as container:
+            assert _skips_non_reference_frames(container.streams.video[0].codec_context) is skips
+        decoded = read_video(path, indices=indices, threads=1)
+        np.testing.assert_array_equal(decoded.frames, reference_frames(path, indices))
 
 
 def test_decoders_side_by_side_split_the_work_at_keyframes_without_overlap(make_video):
