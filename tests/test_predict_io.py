@@ -164,17 +164,20 @@ def test_resume_skips_the_videos_already_in_the_output(clip, tmp_path, tiny_dete
 
 
 def noise_video(path: Path, num_frames: int) -> Path:
-    """A video that takes seconds to decode: one keyframe, then noise that every frame must decode to reach the end."""
+    """
+    A video that takes seconds to decode: one keyframe, then noise coded finely enough (tens of kilobytes a frame) that
+    reaching the end costs every frame's full decoding.
+    """
     rng = np.random.default_rng(0)
     noise = [rng.integers(0, 256, (360, 640, 3), dtype=np.uint8) for _ in range(8)]
-    return write_video(path, (noise[index % 8] for index in range(num_frames)), gop=num_frames, crf=45)
+    return write_video(path, (noise[index % 8] for index in range(num_frames)), gop=num_frames, crf=30)
 
 
 @pytest.fixture(scope="module")
 def long_videos(tmp_path_factory, clip):
     """A short clip followed by four copies (four real files) of a long one."""
     folder = tmp_path_factory.mktemp("long")
-    long = noise_video(folder / "long-0.mp4", 3000)
+    long = noise_video(folder / "long-0.mp4", 1000)
     copy(long, *(folder / f"long-{index}.mp4" for index in range(1, 4)))
     return [copy(clip, folder / "short.mp4")[0], *(folder / f"long-{index}.mp4" for index in range(4))]
 
