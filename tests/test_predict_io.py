@@ -186,13 +186,14 @@ def test_ctrl_c_exits_at_once_with_long_decodes_in_flight_and_keeps_the_results(
     long_videos, tmp_path, tiny_detector_dir
 ):
     """
-    Four long decodes share one CPU (seconds each) when Ctrl-C comes: the command exits within seconds anyway, writing
-    the result it has to --output and keeping its journal, which --resume then takes up.
+    Long decodes share one CPU (seconds each) when Ctrl-C comes: the command exits within seconds anyway, writing the
+    result it has to --output and keeping its journal, which --resume then takes up. Two workers: the short clip shares
+    the CPU with one long decode, so its result comes well before the long ones can finish.
     """
     output = tmp_path / "results.json"
     journal = tmp_path / "results.json.partial.jsonl"
     command = predict_command(
-        *long_videos, "--output", output, "--batch-size", "1", "--num-workers", "4", model=tiny_detector_dir
+        *long_videos, "--output", output, "--batch-size", "1", "--num-workers", "2", model=tiny_detector_dir
     )
     environment = {**os.environ, "DFD_DECODE_THREADS": "1", "OMP_NUM_THREADS": "1"}
     cpu = min(os.sched_getaffinity(0))
