@@ -203,7 +203,7 @@ def test_ctrl_c_exits_at_once_with_long_decodes_in_flight_and_keeps_the_results(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
-        # The short clip's result is streamed as soon as it is scored, while the long ones are still decoding.
+        # Results are streamed as they are scored (the short clip's first), while long ones are still decoding.
         while not (journal.exists() and journal.read_text().strip()) and time.monotonic() < deadline:
             assert process.poll() is None, process.communicate()
             time.sleep(0.01)
@@ -216,10 +216,13 @@ def test_ctrl_c_exits_at_once_with_long_decodes_in_flight_and_keeps_the_results(
     assert process.returncode == 130, stderr[-2000:]
     assert seconds_to_exit < 4, f"{seconds_to_exit:.1f} s from SIGINT to exit"
     assert "error: interrupted" in stderr and "Traceback" not in stderr
-    assert f"wrote the 1 results there are to {output}; --resume scores the rest" in stderr
-    (record,) = json.loads(output.read_text())
-    assert record["path"] == str(long_videos[0]) and "error" not in record
-    assert [json.loads(line)["path"] for line in journal.read_text().splitlines()] == [str(long_videos[0])]
+    # How many were scored by then depends on the machine (the short clip's, maybe a long one's), never all of them.
+    records = json.loads(output.read_text())
+    assert 1 <= len(records) < len(long_videos)
+    assert f"wrote the {len(records)} results there are to {output}; --resume scores the rest" in stderr
+    assert [record["path"] for record in records] == list(map(str, long_videos[: len(records)]))
+    assert all("error" not in record for record in records)
+    assert [json.loads(line) for line in journal.read_text().splitlines()] == records
 
     # A new run does not start over on the interrupted one's results...
     result = subprocess.run(predict_command(long_videos[0], "--output", output, model=tiny_detector_dir),
@@ -229,13 +232,14 @@ def test_ctrl_c_exits_at_once_with_long_decodes_in_flight_and_keeps_the_results(
         f"error: --output {output}: {journal} holds the results of an interrupted run: pass --resume to skip the "
         "videos in it, or delete it to start over"
     ]
-    # ...but --resume takes them up (here with the short clip only, to keep the test short) and ends the journal.
+    # ...but --resume takes them up (here with the videos already scored only, to keep the test short) and ends the
+    # journal.
     result = subprocess.run(
-        predict_command(long_videos[0], "--output", output, "--resume", model=tiny_detector_dir),
+        predict_command(*long_videos[: len(records)], "--output", output, "--resume", model=tiny_detector_dir),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(output.read_text()) == [record]
+    assert json.loads(output.read_text()) == records
     assert not journal.exists()
 
 
