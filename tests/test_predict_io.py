@@ -199,7 +199,8 @@ def test_ctrl_c_exits_at_once_with_long_decodes_in_flight_and_keeps_the_results(
     cpu = min(os.sched_getaffinity(0))
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+        # The signal must reach Python's handler, whatever disposition the test runner was started with.
+        preexec_fn=lambda: (os.sched_setaffinity(0, {cpu}), signal.signal(signal.SIGINT, signal.SIG_DFL)),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
