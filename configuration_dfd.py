@@ -151,6 +151,17 @@ class DFDConfig(PreTrainedConfig):
         super().__init__(**kwargs)
 
 
+def custom_pipeline_class():
+    """
+    The pipeline config.json's `custom_pipelines` names. transformers saves a config's module with the files it
+    imports relatively, so importing the pipeline here makes `save_pretrained` and `push_to_hub` carry it (and the
+    processor code it runs): a saved folder serves `pipeline("video-classification", trust_remote_code=True)`.
+    """
+    from .pipeline_dfd import DFDVideoClassificationPipeline
+
+    return DFDVideoClassificationPipeline
+
+
 DFDConfig.register_for_auto_class()
 
-__all__ = ["DFDConfig"]
+__all__ = ["DFDConfig", "custom_pipeline_class"]

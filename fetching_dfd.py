@@ -1,4 +1,4 @@
-"""The one fetcher of videos given by URL (the processor, the Endpoints handler, the web page), and its limits.
+"""The one fetcher of videos given by URL, which the input gate (inputs_dfd.py) calls for every surface.
 
 A URL in a request is hostile: it may point at the server's own network (loopback, a cloud metadata address, a
 private range), redirect there, or drip bytes forever. So only http(s) is fetched, every address a host resolves to is
@@ -11,21 +11,16 @@ import ipaddress
 import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
-from .decoding_dfd import VideoDecodeError, environment_number
+from .settings_dfd import DOWNLOAD_SECONDS, download_seconds
 
 
-MAX_INPUT_BYTES_VARIABLE = "DFD_MAX_INPUT_BYTES"
-DEFAULT_MAX_INPUT_BYTES = 100_000_000
-DOWNLOAD_SECONDS_VARIABLE = "DFD_DOWNLOAD_SECONDS"
-DEFAULT_DOWNLOAD_SECONDS = 60.0
 MAX_REDIRECTS = 5
 URL_SCHEMES = ("http://", "https://")
 
@@ -36,23 +31,8 @@ the environment sends can change it; only code running in the process can."""
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 
 
-def max_input_bytes() -> int:
-    """The size cap of one video given as bytes or a URL (`DFD_MAX_INPUT_BYTES`, default 100 MB)."""
-    return environment_number(MAX_INPUT_BYTES_VARIABLE, DEFAULT_MAX_INPUT_BYTES)
-
-
-def download_seconds() -> float:
-    """How long one download may take in all, redirects included (`DFD_DOWNLOAD_SECONDS`, default 60)."""
-    return environment_number(DOWNLOAD_SECONDS_VARIABLE, DEFAULT_DOWNLOAD_SECONDS, float, minimum=0.001)
-
-
 def is_url(video) -> bool:
     return isinstance(video, str) and video.lower().startswith(URL_SCHEMES)
-
-
-def check_input_size(size: int, limit: int) -> None:
-    if size > limit:
-        raise ValueError(f"the video is {size:,} bytes, above the {limit:,} byte limit ({MAX_INPUT_BYTES_VARIABLE})")
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -153,7 +133,7 @@ class _Deadline:
         return remaining
 
     def error(self) -> ValueError:
-        return ValueError(f"cannot download: took longer than {self.seconds:g} s ({DOWNLOAD_SECONDS_VARIABLE})")
+        return ValueError(f"cannot download: took longer than {self.seconds:g} s ({DOWNLOAD_SECONDS})")
 
     @contextmanager
     def watching(self, connection: http.client.HTTPConnection):
@@ -236,30 +216,4 @@ def fetch(url: str, file, check_size: Callable[[int], None], deadline: float | N
     raise ValueError(f"cannot download: more than {MAX_REDIRECTS} redirects")
 
 
-@contextmanager
-def video_file(video: bytes | bytearray | memoryview | str) -> Iterator[str]:
-    """
-    A temporary file holding a video given as bytes or an http(s) URL, within the size cap; deleted afterwards. A
-    `VideoDecodeError` about it names the URL, or `<video bytes>`, not the temporary file.
-    """
-    name = video if isinstance(video, str) else "<video bytes>"
-    limit = max_input_bytes()
-    with tempfile.NamedTemporaryFile(suffix=".video") as file:
-        try:
-            if isinstance(video, str):
-                fetch(video, file, lambda size: check_input_size(size, limit))
-            else:
-                check_input_size(len(video), limit)
-                file.write(video)
-                file.flush()
-        except ValueError as error:
-            raise VideoDecodeError(name, str(error)) from None
-        try:
-            yield file.name
-        except VideoDecodeError as error:
-            if error.path != file.name:
-                raise
-            raise VideoDecodeError(name, error.reason) from None
-
-
-__all__ = ["address_refusal", "fetch", "is_url", "max_input_bytes", "video_file"]
+__all__ = ["address_refusal", "fetch", "is_url"]

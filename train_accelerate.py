@@ -28,7 +28,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -61,10 +60,10 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from dfd.configuration_dfd import CLASS_NAMES
-from dfd.decoding_dfd import VideoDecodeError, probe_video
+from dfd.decision_dfd import DecisionRule, calibrate, sigmoid
 from dfd.faces_dfd import load_face_detector
-from dfd.inference import DecisionRule
 from dfd.modeling_dfd import DFDForVideoClassification
+from dfd.probing_dfd import VideoDecodeError, probe_video
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.export import DEFAULT_MODEL_NAME, check_config_overrides, hub_id, processor_for, save_detector
 from dfd.tools.files import json_ready, parse_json_object, write_atomically, write_json
@@ -902,121 +901,6 @@ def evaluate_model(model, dataloader, processor, metric, accelerator):
     return metrics, labels, log_odds
 
 
-def sigmoid(log_odds: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.asarray(log_odds, dtype=np.float64)))
-
-
-# Calibration and the decision threshold
-
-ECE_BINS = 15
-# Temperatures searched, log-spaced.
-TEMPERATURES = np.geomspace(0.01, 100, 801)
-# The threshold's log-odds are kept where float32 probabilities still tell them apart from 0 and 1.
-MAX_THRESHOLD_LOG_ODDS = 15.0
-
-
-def expected_calibration_error(labels: np.ndarray, fake_probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
-    """
-    ECE: over equal-width bins of the predicted class's probability, the gap between that confidence and the
-    accuracy, weighted by the share of videos in the bin.
-    """
-    fake_probabilities = np.asarray(fake_probabilities, dtype=np.float64)
-    predictions = (fake_probabilities >= 0.5).astype(np.int64)
-    confidence = np.where(predictions == 1, fake_probabilities, 1 - fake_probabilities)
-    correct = predictions == np.asarray(labels)
-    bin_of = np.minimum(((confidence - 0.5) * 2 * bins).astype(np.int64), bins - 1)  # confidence lies in [0.5, 1]
-    error = 0.0
-    for index in range(bins):
-        members = bin_of == index
-        if members.any():
-            error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
-    return float(error)
-
-
-def fit_temperature(labels: np.ndarray, log_odds: np.ndarray) -> float:
-    """
-    Temperature scaling (Guo et al., 2017): the temperature whose scaled log-odds minimise the validation
-    cross-entropy, against Platt's (1999) targets (n_fake + 1) / (n_fake + 2) and 1 / (n_real + 2) rather than 1 and
-    0: a validation set that the model separates perfectly would otherwise drive the temperature to 0 and every
-    probability to 0 or 1, a certainty that a finite set cannot show.
-    """
-    labels = np.asarray(labels)
-    log_odds = np.asarray(log_odds, dtype=np.float64)
-    num_fake, num_real = int((labels == 1).sum()), int((labels == 0).sum())
-    targets = np.where(labels == 1, (num_fake + 1) / (num_fake + 2), 1 / (num_real + 2))
-    losses = [
-        (targets * np.logaddexp(0, -log_odds / temperature) + (1 - targets) * np.logaddexp(0, log_odds / temperature))
-        .mean()
-        for temperature in TEMPERATURES
-    ]
-    return float(TEMPERATURES[int(np.argmin(losses))])
-
-
-def calibrate(labels: np.ndarray, log_odds: np.ndarray, target_false_positive_rate: float) -> dict:
-    """
-    Calibration of the validation videos' scores, each video one window (its frames spread evenly over it, as in
-    training). The temperature makes window probabilities calibrated; the threshold is where a normal fit of real
-    windows' calibrated log-odds puts `target_false_positive_rate` (a smooth quantile, which also gives the correction
-    of `inference.DecisionRule.threshold_for` for videos of several windows), raised if needed so that the real
-    validation videos' own false-positive rate stays within the target. Returns the figures for metrics.json;
-    `config` holds the fields the export stores.
-    """
-    labels = np.asarray(labels)
-    both_classes = len(np.unique(labels)) == 2
-    temperature = fit_temperature(labels, log_odds) if both_classes else 1.0
-    calibrated = np.asarray(log_odds, dtype=np.float64) / temperature
-    real = calibrated[labels == 0]
-    results = {
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(labels, sigmoid(log_odds)),
-        "ece_after": expected_calibration_error(labels, sigmoid(calibrated)),
-        "target_false_positive_rate": target_false_positive_rate,
-        "real_videos": int((labels == 0).sum()),
-        "fake_videos": int((labels == 1).sum()),
-    }
-    config = {"calibration_temperature": temperature}
-    if len(real) >= 2 and real.std(ddof=1) > 0:
-        mean, std = float(real.mean()), float(real.std(ddof=1))
-        quantile = mean + std * statistics.NormalDist().inv_cdf(1 - target_false_positive_rate)
-        quantile = max(quantile, empirical_threshold(calibrated, real, target_false_positive_rate))
-        threshold_log_odds = float(np.clip(quantile, -MAX_THRESHOLD_LOG_ODDS, MAX_THRESHOLD_LOG_ODDS))
-        threshold = float(sigmoid(threshold_log_odds))
-        config.update(decision_threshold=threshold, real_log_odds={"mean": mean, "std": std})
-        results.update(threshold=threshold, real_log_odds={"mean": mean, "std": std})
-        results.update(rates_at_threshold(labels, calibrated, threshold_log_odds))
-    else:
-        logger.warning("Fewer than 2 distinct real validation videos: no decision threshold is calibrated (0.5 stays)")
-    if both_classes:
-        results.update(eer_threshold(labels, calibrated))
-    results["config"] = config
-    return results
-
-
-def empirical_threshold(log_odds: np.ndarray, real: np.ndarray, target_false_positive_rate: float) -> float:
-    """The lowest log-odds threshold that calls at most that share of the real videos fake: halfway from the highest
-    real video it must pass to the next validation score above it (or 1 above it, when none is)."""
-    allowed = int(target_false_positive_rate * len(real))  # real videos that may reach the threshold
-    passed = np.sort(real)[-(allowed + 1)]
-    above = log_odds[log_odds > passed]
-    return float((passed + above.min()) / 2) if len(above) else float(passed + 1)
-
-
-def rates_at_threshold(labels: np.ndarray, log_odds: np.ndarray, threshold_log_odds: float) -> dict:
-    flagged = log_odds >= threshold_log_odds
-    rates = {"false_positive_rate": float(flagged[labels == 0].mean()) if (labels == 0).any() else math.nan}
-    rates["true_positive_rate"] = float(flagged[labels == 1].mean()) if (labels == 1).any() else math.nan
-    return rates
-
-
-def eer_threshold(labels: np.ndarray, log_odds: np.ndarray) -> dict:
-    """The threshold (calibrated probability) where the false-positive rate first reaches the false-negative rate."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(labels, log_odds)
-    crossing = int(np.argmax(fpr >= 1 - tpr))
-    return {"eer_threshold": float(sigmoid(np.clip(thresholds[crossing], -50, 50)))}
-
-
 def window_duration(videos: list[str], seed: int, sample_size: int = 500) -> float | None:
     """
     The median duration of (a seeded sample of) the training videos: a training window spreads `num_frames` frames
@@ -1139,7 +1023,7 @@ def evaluate_only(args, accelerator, model, processor, metric):
     if accelerator.is_main_process:
         write_json(
             output_dir / "metrics.json",
-            {"model": args.model_path, "threshold": rule.threshold, "rule": rule.describe(), "sets": results},
+            {"model": args.model_path, "threshold": rule.threshold, "rule": rule.name, "sets": results},
         )
         write_predictions(output_dir / "predictions.csv", predictions)
         print(cross_dataset_table(results, rule.threshold))
@@ -1202,6 +1086,8 @@ def export_best_checkpoint(args, accelerator, model, processor, metric, eval_dat
     if not accelerator.is_main_process:
         return
     calibration = calibrate(labels, log_odds, args.target_false_positive_rate)
+    for note in calibration.pop("notes"):
+        logger.warning(f"Calibration: {note}")
     summary = {
         "best_checkpoint": best_checkpoint.name,
         "best_epoch": state["best_epoch"],

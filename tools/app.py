@@ -21,19 +21,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..decoding_dfd import VideoDecodeError, VideoInfo, probe_video, read_video
-from ..inference import (
-    Limits,
-    VideoError,
-    VideoExplainer,
-    VideoPrediction,
-    VideoScorer,
-    default_dtype,
-    fetch,
-    window_frame_indices,
-)
+from ..explaining_dfd import VideoExplainer, pixels_to_images
+from ..inputs_dfd import Limits, video_file
+from ..results_dfd import VideoError, VideoPrediction
+from ..scoring_dfd import VideoScorer, describe_error
 from .files import write_json
-from .loading import load_detector
+from .loading import load_scorer
 from .plots import write_explanation, write_plot
 
 
@@ -41,17 +34,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 
 DEFAULT_WINDOWS = 0  # windows of the model's training duration (its window_duration), up to DFD_MAX_WINDOWS
 FRAME_THUMBNAIL_SIZE = 512
-
-
-def download_video(url: str, path: Path, limits: Limits) -> Path:
-    """`url` saved at `path` through the handler's fetcher, within the size limit; nothing is left behind on failure."""
-    try:
-        with open(path, "wb") as file:
-            fetch(url, file, limits.check_size)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass
@@ -72,7 +54,7 @@ class VideoResult:
             return f"**{self.name}**: error: {self.error}"
         record = self.record
         line = (
-            f"**{self.name}**: verdict **{record['label']}**, score {record['score']:.3f} ({record['rule']}, "
+            f"**{self.name}**: verdict **{record['label']}**, fake score {record['fake_score']:.3f} ({record['rule']}, "
             f"threshold {record['threshold']:.3f})"
         )
         if len(record["windows"]) > 1:
@@ -95,7 +77,7 @@ class VideoAnalyzer:
 
     def __init__(self, scorer: VideoScorer, limits: Limits | None = None, work_dir: str | None = None):
         self.scorer = scorer
-        self.explainer = VideoExplainer(scorer, choose=flagged_most_suspicious)
+        self.explainer = VideoExplainer(scorer)
         # An explanation costs dozens of forward and backward passes (benchmarks/bench_explain.py): on a CPU, with a
         # full-size model, minutes per video; so it is on by default only on a GPU.
         self.explain_by_default = scorer.device.type == "cuda"
@@ -103,67 +85,38 @@ class VideoAnalyzer:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="dfd-app-"))
 
     def analyze(
-        self, inputs: list[tuple[str, str]], num_windows: int | None, progress=None, explain: bool | None = None
+        self, inputs: list[tuple[str, str, bool]], num_windows: int | None, progress=None, explain: bool | None = None
     ) -> list[VideoResult]:
         """
-        One `VideoResult` per (name, path or http(s) URL) input, in order; a bad input becomes its one-line error.
-        `num_windows`: windows per video, or None (or 0) for windows of the training duration, up to the limit.
-        `progress(fraction, desc)` hears about each step. `explain`: show where a flagged video's fake evidence lies
-        (default: `explain_by_default`).
+        One `VideoResult` per (name, source, uploaded) input, in order; a bad input becomes its one-line error. A
+        source is an uploaded file (`uploaded`: a file the page received) or an http(s) URL: every one passes the
+        input gate, which refuses paths on this server whether they exist or not. `num_windows`: windows per video,
+        or None (or 0) for windows of the training duration, up to the limit. `progress(fraction, desc)` hears about
+        each step. `explain`: show where a flagged video's fake evidence lies (default: `explain_by_default`).
         """
         progress = progress or (lambda fraction, desc: None)
         explain = self.explain_by_default if explain is None else explain
         num_windows = num_windows or None
-        if num_windows is not None and not 1 <= num_windows <= self.limits.max_windows:
-            raise ValueError(f"windows must lie in [1, {self.limits.max_windows}] (DFD_MAX_WINDOWS), got {num_windows}")
+        if num_windows is not None:
+            self.limits.check_windows(num_windows)
         run_dir = self.work_dir / uuid.uuid4().hex
         run_dir.mkdir(parents=True)
-        results, checked = [], []
-        try:
-            for position, (name, source) in enumerate(inputs):
-                progress(0.1 * position / len(inputs), f"Checking {name}")
-                result = VideoResult(name)
-                results.append(result)
-                try:
-                    download = run_dir / f"{position}.video"
-                    checked.append((result, self._check(source, download), run_dir / str(position)))
-                except ValueError as error:
-                    result.error = str(error)
-            videos = [info for _, info, _ in checked]
-            with closing(self.scorer.predict(videos, num_windows, self.limits.max_windows)) as predictions:
-                for done, (result, info, folder) in enumerate(checked):
-                    progress(0.1 + 0.9 * done / len(checked), f"Decoding and scoring {result.name}")
-                    self._illustrate(result, info, next(predictions), folder, explain)
-        finally:
-            for path in run_dir.glob("*.video"):  # downloads are kept only while scored
-                path.unlink()
+        results = []
+        for position, (name, source, uploaded) in enumerate(inputs):
+            progress(position / len(inputs), f"Scoring {name}")
+            result = VideoResult(name)
+            results.append(result)
+            try:
+                with video_file(source, local_paths=uploaded, limits=self.limits) as path:
+                    (prediction,) = self.scorer.predict([path], num_windows, keep_pixel_values=True)
+            except ValueError as error:
+                result.error = describe_error(error)
+                continue
+            self._illustrate(result, prediction, run_dir / str(position), explain)
         progress(1.0, "Done")
         return results
 
-    def _check(self, source: str, download_path: Path) -> VideoInfo:
-        """The probed video, within the limits; a URL is downloaded first."""
-        if source.startswith(("http://", "https://")):
-            source = download_video(source, download_path, self.limits)
-        elif "://" in source:
-            raise ValueError("only http(s) URLs are downloaded")
-        elif not os.path.isfile(source):
-            raise ValueError("file not found")
-        self.limits.check_size(os.path.getsize(source))
-        try:
-            info = probe_video(source)
-        except VideoDecodeError as error:
-            raise ValueError(error.reason) from None
-        self.limits.check_duration(info)
-        return info
-
-    def _illustrate(
-        self,
-        result: VideoResult,
-        info: VideoInfo,
-        prediction: VideoPrediction | VideoError,
-        folder: Path,
-        explain: bool,
-    ):
+    def _illustrate(self, result: VideoResult, prediction: VideoPrediction | VideoError, folder: Path, explain: bool):
         if isinstance(prediction, VideoError):
             result.error = prediction.reason
             return
@@ -174,40 +127,23 @@ class VideoAnalyzer:
         write_plot(record, folder / "timeline.png")
         result.timeline = str(folder / "timeline.png")
         result.report = str(write_json(folder / f"{Path(result.name).stem or 'video'}.json", record))
-        try:
-            result.frames = self._suspicious_frames(info, prediction, folder)
-        except VideoDecodeError as error:  # the file changed or broke between scoring and now
-            result.error = f"its frames cannot be shown: {error.reason}"
+        result.frames = self._suspicious_frames(prediction, folder)
         if explain and flagged_most_suspicious(prediction):
-            self._explain(result, info, len(prediction.windows), folder)
+            (window,) = self.explainer.explain(prediction, flagged_most_suspicious(prediction))
+            path = folder / "explanation.png"
+            write_explanation(result.name, window, path, self.explainer.method.replace("_", " "))
+            result.explanation = str(path)
 
-    def _explain(self, result: VideoResult, info: VideoInfo, num_windows: int, folder: Path):
-        explanation = next(self.explainer.explain([info], num_windows))
-        if isinstance(explanation, VideoError):  # the file changed or broke between scoring and now
-            result.error = f"it cannot be explained: {explanation.reason}"
-            return
-        (window,) = explanation.windows
-        path = folder / "explanation.png"
-        write_explanation(result.name, window, path, self.explainer.method.replace("_", " "))
-        result.explanation = str(path)
-
-    def _suspicious_frames(self, info: VideoInfo, prediction: VideoPrediction, folder: Path):
-        """
-        The most suspicious window's frames (the very frames the model saw, before resizing: face crops when its
-        processor crops faces), as JPEG thumbnails.
-        """
-        window = prediction.most_suspicious_window
-        num_windows = len(prediction.windows)
-        indices = window_frame_indices(info.total_frames, self.scorer.processor.num_frames, num_windows)[window]
-        decoded = read_video(info, indices=indices)
-        seen, _ = self.scorer.processor.crop_window(decoded.frames)
+    def _suspicious_frames(self, prediction: VideoPrediction, folder: Path):
+        """The most suspicious window's distinct frames as the model saw them (face crops when it crops faces)."""
+        window = prediction.windows[prediction.most_suspicious_window]
+        processor = self.scorer.processor
+        rows = prediction.pixel_values[prediction.most_suspicious_window][window.positions]
         frames = []
-        for position, (frame, time) in enumerate(zip(seen, prediction.windows[window].timestamps)):
-            image = Image.fromarray(frame)
-            image.thumbnail((FRAME_THUMBNAIL_SIZE, FRAME_THUMBNAIL_SIZE))
-            path = folder / f"frame-{position:02d}.jpg"
-            image.save(path, quality=90)
-            caption = f"frame {int(decoded.indices[position])}" + ("" if time is None else f" at {time:.2f} s")
+        for image, frame, time in zip(pixels_to_images(rows, processor.image_mean, processor.image_std), window.frames, window.timestamps):
+            path = folder / f"frame-{frame:06d}.jpg"
+            Image.fromarray(image).save(path, quality=90)
+            caption = f"frame {frame}" + ("" if time is None else f" at {time:.2f} s")
             frames.append((str(path), caption))
         return frames
 
@@ -215,17 +151,6 @@ class VideoAnalyzer:
 def flagged_most_suspicious(prediction: VideoPrediction) -> list[int]:
     """The most suspicious window, if it is flagged: the one the page explains."""
     return [window for window in prediction.flagged_windows if window == prediction.most_suspicious_window]
-
-
-def load_scorer(model: str, device: str | None = None) -> VideoScorer:
-    """A `VideoScorer` of the detector at `model` (folder or Hub id), on the GPU when there is one."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = default_dtype(device)  # DFD_DTYPE, else what the device computes natively; read before the long load
-    try:
-        detector, processor = load_detector(model)
-    except OSError as error:
-        raise OSError(f"--model {model}: {error}") from None
-    return VideoScorer(detector, processor, device, dtype, limits=Limits())
 
 
 def _import_gradio():
@@ -236,10 +161,10 @@ def _import_gradio():
     return gradio
 
 
-def _inputs(files: list[str] | None, urls: str | None) -> list[tuple[str, str]]:
-    """(name, source) of every uploaded file and every non-empty line of the URL box."""
-    named = [(Path(path).name, path) for path in files or []]
-    return named + [(line.strip(), line.strip()) for line in (urls or "").splitlines() if line.strip()]
+def _inputs(files: list[str] | None, urls: str | None) -> list[tuple[str, str, bool]]:
+    """(name, source, uploaded) of every uploaded file and every non-empty line of the URL box."""
+    named = [(Path(path).name, path, True) for path in files or []]
+    return named + [(line.strip(), line.strip(), False) for line in (urls or "").splitlines() if line.strip()]
 
 
 def _summary(results: list[VideoResult]) -> str:
@@ -320,7 +245,8 @@ def build_app(analyzer: VideoAnalyzer, default_windows: int = DEFAULT_WINDOWS, t
 
 def serve(model: str, port: int | None = None, share: bool = False, host: str | None = None, windows=DEFAULT_WINDOWS):
     """Load the detector and serve the page until interrupted. `host`/`port` None: Gradio's (env) defaults."""
-    analyzer = VideoAnalyzer(load_scorer(model))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    analyzer = VideoAnalyzer(load_scorer(model, device, limits=Limits()))
     build_app(analyzer, windows).queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=share, show_error=False
     )

@@ -29,8 +29,8 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, pipeline
 from transformers.utils import logging as transformers_logging
 
-from ..decoding_dfd import load_video_frames
-from ..inference import FAKE_LABEL
+from ..decoding_dfd import read_video
+from ..processing_dfd import sample_frame_indices
 from .files import check_new_output, write_json
 from .synthetic_videos import CLASS_NAMES, TextureSettings, frame_statistics, write_dataset
 
@@ -133,7 +133,10 @@ def synthesize_videos(data_dir: Path, settings: DemoSettings, seed: int) -> dict
     # Measured on the decoded files, through the same decoding the models get.
     return {
         name: frame_statistics(
-            [load_video_frames(path, settings.video_frames) for path in sorted((data_dir / "test" / name).iterdir())]
+            [
+                read_video(path, lambda info: sample_frame_indices(info.total_frames, settings.video_frames)).frames
+                for path in sorted((data_dir / "test" / name).iterdir())
+            ]
         )
         for name in CLASS_NAMES
     }
@@ -220,15 +223,13 @@ def classify_with_pipeline(export_dir: Path, test_dir: Path) -> list[dict]:
     predictions = []
     for name in CLASS_NAMES:
         for path in sorted((test_dir / name).iterdir()):
-            results = classifier(str(path), top_k=len(CLASS_NAMES))
-            scores = {result["label"]: result["score"] for result in results}
-            predicted = results[0]["label"]  # the verdict, by the model's decision rule and calibrated threshold
+            (verdict, _) = classifier(str(path))  # the verdict first, by the model's calibrated decision rule
             predictions.append(
                 {
                     "file": str(path.relative_to(test_dir)),
                     "label": name,
-                    "predicted": predicted,
-                    "fake_score": scores[FAKE_LABEL],
+                    "predicted": verdict["label"],
+                    "fake_score": verdict["fake_score"],
                 }
             )
     return predictions

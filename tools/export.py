@@ -19,9 +19,9 @@ from .files import UMASK, write_atomically
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
-# What an Inference Endpoint loads from the exported folder (handler.py) and what pipeline("video-classification")
-# loads (pipeline_dfd.py, named in config.json), besides the model and processor code.
-ENDPOINT_FILES = ("handler.py", "inference.py", "pipeline_dfd.py")
+# What an Inference Endpoint loads from the exported folder, besides what the model's and processor's own
+# `save_pretrained` carry (their code, the pipeline config.json names, and what those import relatively).
+ENDPOINT_FILES = ("handler.py", "scoring_dfd.py")
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -66,8 +66,8 @@ def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
 
 def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
     """
-    handler.py, inference.py and the siblings they import relatively (once the processor's are there already), and
-    requirements.txt with our `extras`' packages.
+    handler.py, scoring_dfd.py and the siblings they import relatively (most are there already), and requirements.txt
+    with our `extras`' packages.
     """
     needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
     for name in ENDPOINT_FILES:
@@ -79,10 +79,10 @@ def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
 
 def save_detector(model, processor, output_dir, readme: str | None = None, extra_files: dict | None = None) -> Path:
     """
-    Save a deployable Hub repo into `output_dir`: `model` (model.safetensors, config.json, configuration_dfd.py,
-    modeling_dfd.py), `processor` (video_preprocessor_config.json, processing_dfd.py, decoding_dfd.py,
-    fetching_dfd.py, faces_dfd.py), the Inference Endpoints files (handler.py, inference.py, requirements.txt, which
-    lists the face detector when the processor crops faces), and README.md when given. `extra_files`: name ->
+    Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
+    weights, config.json, video_preprocessor_config.json and every Hub file they import, the pipeline included), the
+    Inference Endpoints files (handler.py, scoring_dfd.py, requirements.txt, which lists the face detector when the
+    processor crops faces), and README.md when given. `extra_files`: name ->
     function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
     the weights are replaced together with them.
 

@@ -1,4 +1,5 @@
-"""Load a detector (model + processor) from a local folder or a Hub id, with a one-line reason when it cannot be."""
+"""Load a detector (model + processor, or a scorer around them) from a local folder or a Hub id, with a one-line
+reason when it cannot be."""
 
 from pathlib import Path
 
@@ -6,6 +7,8 @@ from huggingface_hub import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+from ..scoring_dfd import VideoScorer, default_dtype
 
 
 def looks_like_path(name: str) -> bool:
@@ -43,3 +46,28 @@ def load_detector(name_or_path: str):
         raise
     processor = AutoVideoProcessor.from_pretrained(source, trust_remote_code=True)
     return model, processor
+
+
+def load_scorer(
+    name_or_path: str,
+    device,
+    dtype: str = "auto",
+    batch_size: int = 8,
+    num_workers: int = 2,
+    threshold: float | None = None,
+    limits=None,
+    compile_blocks: bool = False,
+) -> VideoScorer:
+    """
+    A `VideoScorer` of the detector at `name_or_path`, in the precision `dtype` names ("auto": DFD_DTYPE, else what
+    `device` computes natively; read before the long load, so a bad value fails at once). OSError says why the
+    detector cannot be loaded, naming it.
+    """
+    torch_dtype = default_dtype(device, dtype)
+    try:
+        model, processor = load_detector(name_or_path)
+    except OSError as error:
+        raise OSError(f"--model {name_or_path}: {error}") from None
+    if compile_blocks:
+        model.compile_blocks()
+    return VideoScorer(model, processor, device, torch_dtype, batch_size, num_workers, limits=limits, threshold=threshold)

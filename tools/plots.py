@@ -47,7 +47,7 @@ def write_plot(record: dict, path: Path):
     axes.set_ylim(0, 1)
     axes.set_ylabel("fake probability")
     axes.set_title(
-        f"{Path(record['path']).name}: {record['label']} ({record['rule']} {record['score']:.3f}, "
+        f"{Path(record['path']).name}: {record['label']} (fake score {record['fake_score']:.3f}, {record['rule']}; "
         f"mean {record['mean_fake_probability']:.3f})"
     )
     axes.legend(loc="best", fontsize="small")
@@ -77,12 +77,12 @@ def _outline(mask: np.ndarray, patch_height: int, patch_width: int) -> list:
 
 def write_explanation(name: str, window, path: Path, method: str = "integrated gradients"):
     """
-    A PNG of one window (an `inference.WindowExplanation`) for a reviewer: every frame the model saw, with the regions
+    A PNG of one window (an `explaining_dfd.WindowExplanation`) for a reviewer: every frame the model saw, with the regions
     that drove the fake score tinted red (the more evidence, the stronger) and the strongest outlined, so that what
     lies under them stays visible; each frame's time and share of the window's evidence; the frame with the largest
     share framed in red.
     """
-    frames, heatmaps = window.frames, window.heatmaps
+    frames, heatmaps = window.images, window.heatmaps
     rows = math.ceil(len(frames) / EXPLANATION_COLUMNS)
     columns = min(len(frames), EXPLANATION_COLUMNS)
     figure = Figure(figsize=(2.3 * columns, 2.5 * rows + 0.8), layout="constrained")
@@ -106,7 +106,7 @@ def write_explanation(name: str, window, path: Path, method: str = "integrated g
                 LineCollection(_outline(heatmaps[index] >= peak / 2, patch_height, patch_width), colors="red", lw=1.5)
             )
         time = window.timestamps[index]
-        label = f"frame {index + 1}" if time is None else f"{time:.2f} s"
+        label = f"frame {window.frames[index]}" if time is None else f"{time:.2f} s"
         axis.set_title(f"{label}: {shares[index]:.0%}", fontsize="medium")
         if peak > 0 and index == int(shares.argmax()):
             axis.set_axis_on()

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..configuration_dfd import CLASS_NAMES
-from ..decoding_dfd import DECODE_THREADS_VARIABLE, VideoDecodeError, decoding_threads
+from ..probing_dfd import VideoDecodeError
+from ..settings_dfd import DECODE_THREADS, decoding_threads
 from ..faces_dfd import FACE_DETECTOR
 
 
@@ -189,7 +190,7 @@ def _decode_video(example, processor, decode_threads: int | None = None):
     decode_threads: this worker process's share of the CPUs for decoding (the processor has no argument for it).
     """
     if decode_threads is not None:
-        os.environ[DECODE_THREADS_VARIABLE] = str(decode_threads)
+        os.environ[DECODE_THREADS] = str(decode_threads)
     try:
         pixel_values = processor(videos=example["video"], do_rescale=False, do_normalize=False, return_tensors="pt")
         return {"frames": pixel_values["pixel_values"][0].numpy(), "error": None}

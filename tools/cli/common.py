@@ -70,5 +70,5 @@ def describe_clip(name: str) -> str:
     return f"the CLIP checkpoint [`{repo}`](https://huggingface.co/{repo})" if repo else "a local CLIP checkpoint"
 
 
-def describe(model) -> str:
+def parameter_counts(model) -> str:
     return f"{model.num_parameters():,} parameters, {model.num_parameters(only_trainable=True):,} trainable"

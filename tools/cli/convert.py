@@ -17,7 +17,7 @@ from ..export import checkpoint_card
 from .common import (
     CommandError,
     check_overrides,
-    describe,
+    parameter_counts,
     describe_clip,
     export_detector,
     json_object,
@@ -183,7 +183,7 @@ def run(args) -> int:
     card = checkpoint_card(model, origin, base_model=args.clip, trained=not missing["classifier"])
     export_detector(model, output, card)
     print_report(used, ignored, missing)
-    print(f"saved the converted detector to {output} ({describe(model)})")
+    print(f"saved the converted detector to {output} ({parameter_counts(model)})")
     return 0
 
 

@@ -1,8 +1,9 @@
 """
-`dfd predict`'s output formats: an aligned table for the terminal, JSON and JSON Lines (every window, with its frame
-times) and CSV (one row per video). All carry the same facts per video: the verdict, the score the decision rule used,
-the threshold it was held to, the flagged windows' time ranges, the mean fake probability and the number of windows.
-Each is a function of the records, so the streamed records rebuild any of them.
+`dfd predict`'s output formats, each a projection of results_dfd.py's record: JSON and JSON Lines (the records
+themselves, every window with its frames and times), CSV (one row per video) and an aligned table for the terminal.
+All carry per video the verdict (`label`), the `fake_score` the decision rule compared with the `threshold`, the
+flagged windows' time ranges, the mean fake probability and the number of windows. Each is a function of the records,
+so the streamed records rebuild any of them.
 """
 
 import csv
@@ -24,7 +25,7 @@ def flagged_ranges(record: dict) -> str:
 
 
 def format_table(records: list[dict]) -> str:
-    header = ["video", "label", "score", "threshold", "flagged_windows", "mean", "windows"]
+    header = ["video", "label", "fake_score", "threshold", "flagged_windows", "mean", "windows"]
     rows = [header]
     for record in records:
         if "error" in record:
@@ -34,7 +35,7 @@ def format_table(records: list[dict]) -> str:
             [
                 record["path"],
                 record["label"],
-                f"{record['score']:.4f}",
+                f"{record['fake_score']:.4f}",
                 f"{record['threshold']:.4f}",
                 flagged_ranges(record),
                 f"{record['mean_fake_probability']:.4f}",
@@ -60,6 +61,7 @@ CSV_COLUMNS = [
     "path",
     "label",
     "score",
+    "fake_score",
     "threshold",
     "rule",
     "flagged_windows",
@@ -89,6 +91,7 @@ def format_csv(records: list[dict]) -> str:
                 "path": record["path"],
                 "label": record["label"],
                 "score": _rounded(record["score"], 4),
+                "fake_score": _rounded(record["fake_score"], 4),
                 "threshold": _rounded(record["threshold"], 4),
                 "rule": record["rule"],
                 "flagged_windows": flagged_ranges(record),

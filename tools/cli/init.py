@@ -4,7 +4,14 @@ import argparse
 
 from ...modeling_dfd import DFDForVideoClassification
 from ..export import checkpoint_card
-from .common import check_overrides, describe, describe_clip, export_detector, json_object, new_output_folder
+from .common import (
+    check_overrides,
+    describe_clip,
+    export_detector,
+    json_object,
+    new_output_folder,
+    parameter_counts,
+)
 
 
 def run(args) -> int:
@@ -13,7 +20,7 @@ def run(args) -> int:
     model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)
     origin = f"built from {describe_clip(args.clip)} with its adapters at identity and a new classifier"
     export_detector(model, output, checkpoint_card(model, origin, base_model=args.clip))
-    print(f"saved an untrained detector to {output} ({describe(model)})")
+    print(f"saved an untrained detector to {output} ({parameter_counts(model)})")
     print(f"train it with: accelerate launch -m dfd.train_accelerate --model_path {output} ...")
     return 0
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 
 from ...decoding_dfd import FRAME_IMAGE_EXTENSIONS
-from ...inference import VideoError
+from ...results_dfd import VideoError
 
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")

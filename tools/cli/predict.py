@@ -10,13 +10,15 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ...inference import DTYPES, VideoError, VideoExplainer, VideoScorer, default_dtype
-from ..loading import load_detector
+from ...explaining_dfd import VideoExplainer
+from ...results_dfd import VideoError
+from ...scoring_dfd import DTYPES, VideoScorer, describe_error
+from ..loading import load_scorer
 from ..plots import write_explanation, write_plot
 from .common import CommandError, UsageError, positive_int, probability
 from .formats import FORMATTERS
 from .inputs import VIDEO_EXTENSIONS, expand_inputs
-from .results import ResultFiles, check_plot_folder, describe, plot_file_names
+from .results import ResultFiles, check_plot_folder, plot_file_names
 
 
 DEFAULT_MODEL = "Arko007/deepfake-detector-dfd-sota"
@@ -33,32 +35,27 @@ def resolve_device(name: str, state: PartialState) -> torch.device:
     return state.device  # accelerate's pick: this process's GPU under `accelerate launch`, else the best available
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return default_dtype(device)
-    return DTYPES[name]
-
-
-def load_scorer(args, device: torch.device) -> VideoScorer:
+def scorer_for(args, device: torch.device) -> VideoScorer:
     try:
-        model, processor = load_detector(args.model)
+        return load_scorer(
+            args.model,
+            device,
+            args.dtype,
+            args.batch_size,
+            args.num_workers,
+            threshold=args.threshold,
+            compile_blocks=args.compile,
+        )
     except OSError as error:
-        raise CommandError(f"--model {args.model}: {error}") from None
-    if args.compile:
-        model.compile_blocks()
-    dtype = resolve_dtype(args.dtype, device)
-    return VideoScorer(model, processor, device, dtype, args.batch_size, args.num_workers, threshold=args.threshold)
+        raise CommandError(str(error)) from None
 
 
-def write_explanations(explainer: VideoExplainer, path: str, num_windows: int, png_stem: Path):
-    """`<png_stem>-window<N>.png` for each flagged window of the video: its frames with the heatmap overlaid."""
-    explanation = next(explainer.explain([path], num_windows))
-    if isinstance(explanation, VideoError):  # the file changed or broke since it was scored
-        raise ValueError(explanation.reason)
+def write_explanations(explainer: VideoExplainer, prediction, png_stem: Path):
+    """`<png_stem>-window<N>.png` for each flagged window of a scored video: its frames with the heatmap overlaid."""
     method = explainer.method.replace("_", " ")
-    for window in explanation.windows:
+    for window in explainer.explain(prediction):
         png = png_stem.with_name(f"{png_stem.name}-window{window.window + 1}.png")
-        write_explanation(Path(path).name, window, png, method)
+        write_explanation(Path(prediction.path).name, window, png, method)
 
 
 def keep_result(result, path: str, plot: Path | None, results: ResultFiles | None) -> tuple[dict, bool]:
@@ -69,15 +66,17 @@ def keep_result(result, path: str, plot: Path | None, results: ResultFiles | Non
     try:
         record = result.to_dict()
     except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
-        record = VideoError(path, f"cannot report its result ({describe(error)})").to_dict()
+        record = VideoError(path, f"cannot report its result ({describe_error(error)})").to_dict()
     succeeded = "error" not in record
+    for note in record.get("notes", []):
+        tqdm.write(f"warning: {path}: {note}", file=sys.stderr)
     if "error" in record:
         tqdm.write(f"error: {path}: {record['error']}", file=sys.stderr)
     elif plot is not None:
         try:
             write_plot(record, plot)
         except Exception as error:  # noqa: BLE001
-            tqdm.write(f"error: {path}: plot {plot} not written ({describe(error)})", file=sys.stderr)
+            tqdm.write(f"error: {path}: plot {plot} not written ({describe_error(error)})", file=sys.stderr)
             succeeded = False
     if results is not None and (problem := results.append(record)):
         tqdm.write(f"error: {problem}", file=sys.stderr)
@@ -92,19 +91,21 @@ def score_share(state, scorer, videos, args, plots: dict, explanations: dict, re
     """
     explainer = VideoExplainer(scorer) if explanations else None
     failures = 0
+    keep = explainer is not None
     with state.split_between_processes(list(range(len(videos)))) as positions:
         progress = tqdm(
             total=len(positions), unit="video", file=sys.stderr, disable=len(videos) <= 1 or not state.is_main_process
         )
         paths = [videos[position][1] for position in positions]
-        for position, result in zip(positions, scorer.predict(paths, args.windows) if paths else ()):
+        predictions = scorer.predict(paths, args.windows, keep_pixel_values=keep) if paths else ()
+        for position, result in zip(positions, predictions):
             index, path = videos[position]
             scored[index], succeeded = keep_result(result, path, plots.get(path), results)
             if succeeded and explainer is not None and result.flagged_windows:
                 try:
-                    write_explanations(explainer, path, args.windows, explanations[path])
+                    write_explanations(explainer, result, explanations[path])
                 except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
-                    tqdm.write(f"error: {path}: cannot explain ({describe(error)})", file=sys.stderr)
+                    tqdm.write(f"error: {path}: cannot explain ({describe_error(error)})", file=sys.stderr)
                     succeeded = False
             failures += not succeeded
             progress.update()
@@ -175,6 +176,9 @@ def end_early(error: BaseException, state, args, entries, output_format, results
 
 
 def run(args) -> int:
+    if args.clips is not None:
+        print("warning: --clips is deprecated: use --windows", file=sys.stderr)
+        args.windows = args.windows or args.clips
     if args.device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Launched processes on the CPU: hide the GPUs before anything initialises CUDA, since accelerate's barriers
         # name a GPU per process even for CPU (gloo) runs and fail with fewer GPUs than processes.
@@ -204,7 +208,7 @@ def run(args) -> int:
     try:
         if videos:
             with state.main_process_first():  # the first load copies the model's code into the modules cache
-                scorer = load_scorer(args, device)
+                scorer = scorer_for(args, device)
             failures = score_share(state, scorer, videos, args, plots, explanations, results, scored)
     except BaseException as error:
         end_early(error, state, args, entries, output_format, results, done, scored)
@@ -266,13 +270,13 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
     parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default: 8)")
     parser.add_argument(
         "--windows",
-        "--clips",
-        dest="windows",
         type=positive_int,
         metavar="N",
         help="N equal time windows per video instead of windows of the training duration (default: the model's "
-        "window_duration, else 1); --clips is its earlier name",
+        "window_duration, else 1); a window never holds fewer than the model's frames per window, so a short video "
+        "gets fewer windows than asked, with a warning",
     )
+    parser.add_argument("--clips", type=positive_int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument(
         "--threshold",
         type=probability,

@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ...scoring_dfd import describe_error
 from ..files import json_ready, write_atomically
 from .common import CommandError, UsageError
 from .inputs import file_identity
@@ -18,10 +19,6 @@ from .inputs import file_identity
 JOURNAL_SUFFIX = ".partial"
 # Formats whose file holds whole records, so that --resume can read a finished run's results back from it.
 RESUMABLE_FORMATS = ("json", "jsonl")
-
-
-def describe(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def plot_file_names(videos: list[str]) -> list[str]:
@@ -43,7 +40,7 @@ def check_plot_folder(folder: str, option: str):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise CommandError(f"{option} {folder}: cannot write there ({error.strerror or describe(error)})") from None
+        raise CommandError(f"{option} {folder}: cannot write there ({error.strerror or describe_error(error)})") from None
 
 
 def _read_records(path: Path, whole_json: bool) -> list[dict]:
@@ -135,7 +132,7 @@ class ResultFiles:
                     self.file.write("\n")
         except OSError as error:
             raise CommandError(
-                f"--output {self.output}: cannot write there ({error.strerror or describe(error)}: "
+                f"--output {self.output}: cannot write there ({error.strerror or describe_error(error)}: "
                 f"{error.filename or self.journal})"
             ) from None
 
@@ -148,7 +145,7 @@ class ResultFiles:
             self.file.flush()
         except (OSError, ValueError) as error:
             self.file = None  # one message; the results are still written at the end
-            return f"{self.journal}: cannot write ({describe(error)}); the results are kept until the end"
+            return f"{self.journal}: cannot write ({describe_error(error)}); the results are kept until the end"
         return None
 
     def close(self):
@@ -174,7 +171,7 @@ class ResultFiles:
             write_atomically(self.output, text)
         except OSError as error:
             kept = ", ".join(map(str, self.journals())) or "nowhere"
-            raise CommandError(f"--output {self.output}: cannot write ({describe(error)}); results kept in {kept}")
+            raise CommandError(f"--output {self.output}: cannot write ({describe_error(error)}); results kept in {kept}")
         if complete:
             for journal in self.journals() + [self.journal]:
                 journal.unlink(missing_ok=True)

@@ -1,0 +1,208 @@
+"""
+Scoring many videos with the pipeline's own pieces, and the precision a detector runs in.
+
+`VideoScorer` is a loop over `DFDVideoClassificationPipeline`'s steps, not a second path: worker threads run
+`preprocess` (the processor: the gate, decoding, windows) ahead of the model, windows of consecutive videos share
+`forward` batches, and `predict_video` (calibration and the decision rule) judges each video. A video that fails
+becomes its one-line `VideoError` and the others go on. `dfd predict`, the Endpoint and the web page score through it.
+"""
+
+import itertools
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import torch
+
+from .pipeline_dfd import DFDVideoClassificationPipeline, collate_windows
+from .results_dfd import VideoError, VideoPrediction
+from .settings_dfd import DTYPE, decoding_threads, dtype_name
+
+
+# The precisions a scorer runs in, by the names `dfd predict --dtype` and DFD_DTYPE take. int8 is fp32 with every
+# nn.Linear dynamically quantized (`quantize_linear_layers`), on the CPU only.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.qint8}
+
+
+def cpu_has_bf16() -> bool:
+    """
+    Whether the CPU computes bf16 natively (AVX512-BF16 or AMX units). Without them bf16 matrix products are emulated,
+    several times slower than fp32 (benchmarks/bench_inference.py). False when this torch has no probe for them.
+    """
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        try:
+            if getattr(torch.cpu, probe)():
+                return True
+        except (AttributeError, RuntimeError):
+            continue
+    return False
+
+
+def default_dtype(device: torch.device, name: str = "auto") -> torch.dtype:
+    """
+    The precision to run on `device`: `name` (fp32, bf16, int8) when given; for "auto", DFD_DTYPE when set, else bf16
+    where the device computes it natively (GPUs that support it, as the model was trained, and CPUs with bf16 units,
+    see `cpu_has_bf16`), fp32 elsewhere.
+    """
+    if name == "auto":
+        name = dtype_name()
+    if name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"the precision must be auto, {', '.join(DTYPES)}; got {name!r} ({DTYPE})")
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else torch.float32
+
+
+def quantize_linear_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """
+    `model` (in place) with every nn.Linear dynamically quantized to int8: int8 weights, activations quantized per
+    batch, fp32 everywhere else; CPU only. torch.ao.quantization is deprecated in favour of torchao, an extra
+    dependency, but works from torch 2.11 to 2.14; its deprecation warnings are not the user's business.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def describe_error(error: BaseException) -> str:
+    """
+    One line for an error a video caused: a `VideoDecodeError`'s reason (read by name: a processor loaded with the
+    model's own code raises its own copy of the class), a ValueError's message, else its type and message.
+    """
+    if isinstance(getattr(error, "reason", None), str):
+        return error.reason
+    reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}".rstrip(": ")
+    return " ".join(reason.split()) or type(error).__name__
+
+
+def _prefetch(pool: ThreadPoolExecutor, function, items: Iterable, depth: int) -> Iterator:
+    """`map(function, items)` in order, with up to `depth` calls running ahead in `pool`."""
+    items = iter(items)
+    running = deque(pool.submit(function, item) for item in itertools.islice(items, depth))
+    while running:
+        result = running.popleft().result()
+        running.extend(pool.submit(function, item) for item in itertools.islice(items, 1))
+        yield result
+
+
+class VideoScorer:
+    """
+    Predicts videos with a loaded detector and its processor, through the detector's pipeline.
+
+    `num_workers` threads decode (PyAV releases the GIL) the next videos while the model runs, each with its share of
+    the decoding threads; forward passes take up to `batch_size` windows, of one video or several. Peak host memory
+    grows with `num_workers` x windows per video x frames per window. `limits` (a server's `inputs_dfd.Limits`) caps
+    windows and decoding work; `threshold` replaces the model's decision threshold.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        device="cpu",
+        dtype=torch.float32,
+        batch_size=8,
+        num_workers=2,
+        limits=None,
+        threshold=None,
+    ):
+        device = torch.device(device)
+        if dtype == torch.qint8 and device.type != "cpu":
+            raise ValueError(f"int8 (dynamic quantization) runs on the CPU only, not on {device.type}")
+        model = model.eval()
+        if dtype == torch.qint8:
+            model = quantize_linear_layers(model)
+        self.pipeline = DFDVideoClassificationPipeline(model=model, video_processor=processor, device=device)
+        self.model, self.processor, self.device, self.dtype = self.pipeline.model, processor, device, dtype
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.decode_threads = max(1, decoding_threads() // num_workers)
+        self.limits = limits
+        self.threshold = threshold
+        self.pipeline._sanitize_parameters(threshold=threshold)  # a bad threshold is refused now, not per video
+
+    def precision(self):
+        """
+        The context the model runs in: bf16 autocast over the fp32 weights (the mixed precision the model was trained
+        in; bf16 weights are a little faster on a CPU but move the logits further: benchmarks/bench_inference.py),
+        plain fp32 for fp32 and int8.
+        """
+        if self.dtype in (torch.float32, torch.qint8):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare(self, video, windows: int | None = None) -> list[dict] | VideoError:
+        """`preprocess`'s window items of one video, or the `VideoError` saying why it cannot be scored."""
+        name = video if isinstance(video, str) else "<video bytes>"
+        try:
+            return list(
+                self.pipeline.preprocess(video, windows=windows, limits=self.limits, decode_threads=self.decode_threads)
+            )
+        except Exception as error:  # MemoryError included: one video never stops a batch
+            return VideoError(name, describe_error(error))
+
+    def forward(self, items: list[dict]) -> list[dict]:
+        """The model's outputs for window items of any videos, in order, `batch_size` windows per pass."""
+        outputs = []
+        with self.precision():
+            for start in range(0, len(items), self.batch_size):
+                batch = self.pipeline.forward(collate_windows(items[start : start + self.batch_size]))
+                keys = [key for key in batch if key != "logits"]
+                outputs += [
+                    {"logits": logits, **{key: batch[key][index] for key in keys}}
+                    for index, logits in enumerate(batch["logits"])
+                ]
+        return outputs
+
+    def predict(
+        self,
+        videos: Iterable,
+        windows: int | None = None,
+        threshold: float | None = None,
+        keep_pixel_values: bool = False,
+    ) -> Iterator[VideoPrediction | VideoError]:
+        """
+        A `VideoPrediction` or a `VideoError` for every video (a path, URL or bytes), in order. `windows`: equal
+        windows per video instead of the training density's; `threshold` replaces this scorer's; `keep_pixel_values`
+        keeps each prediction's windows as the model saw them (`prediction.pixel_values`).
+        """
+        threshold = self.threshold if threshold is None else threshold
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode")
+        try:
+            waiting, waiting_windows = [], 0
+            for prepared in _prefetch(pool, lambda video: self.prepare(video, windows), videos, 2 * self.num_workers):
+                waiting.append(prepared)
+                waiting_windows += 0 if isinstance(prepared, VideoError) else len(prepared)
+                if waiting_windows >= self.batch_size:
+                    yield from self._judge(waiting, threshold, keep_pixel_values)
+                    waiting, waiting_windows = [], 0
+            yield from self._judge(waiting, threshold, keep_pixel_values)
+        finally:
+            # Stopped early (Ctrl-C, an error, a caller that stops reading): queued decodes are dropped and running
+            # ones are not waited for, so the caller can go on (or exit) at once.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _judge(self, prepared: list, threshold, keep_pixel_values: bool) -> Iterator[VideoPrediction | VideoError]:
+        items = [item for video in prepared if not isinstance(video, VideoError) for item in video]
+        outputs = iter(self.forward(items))
+        for video in prepared:
+            if isinstance(video, VideoError):
+                yield video
+                continue
+            window_outputs = list(itertools.islice(outputs, len(video)))
+            try:
+                prediction = self.pipeline.predict_video(window_outputs, threshold)
+            except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
+                yield VideoError(video[0]["source"], describe_error(error))
+                continue
+            if keep_pixel_values:
+                prediction.pixel_values = torch.cat([item["pixel_values"] for item in video])
+            yield prediction
+
+
+__all__ = ["DTYPES", "VideoScorer", "cpu_has_bf16", "default_dtype", "describe_error", "quantize_linear_layers"]
