@@ -24,7 +24,7 @@ import torch
 from ..configuration_dfd import CLASS_NAMES
 from ..probing_dfd import VideoDecodeError
 from ..settings_dfd import DECODE_THREADS, decoding_threads
-from ..faces_dfd import FACE_DETECTOR
+from ..faces_dfd import FACE_TRACKING_VERSION, load_face_detector
 
 
 logger = logging.getLogger(__name__)
@@ -218,12 +218,16 @@ class FrameCache:
             "crop_size": dict(processor.crop_size) if processor.do_center_crop else None,
         }
         if processor.crop != "frame":
-            # Only then, so that the caches of whole frames written before face crops existed stay valid.
+            # Only then, so that the caches of whole frames written before face crops existed stay valid. The
+            # detector that runs here (its fallback where the named one is not installed) and its library's version.
+            detector = load_face_detector(processor.face_detector)
             settings["crop"] = {
                 "crop": processor.crop,
                 "face_margin": processor.face_margin,
                 "face_choice": processor.face_choice,
-                "detector": FACE_DETECTOR,
+                "detector": detector.settings,
+                "library": detector.library,
+                "tracking": FACE_TRACKING_VERSION,
             }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         self.directory = Path(cache_dir) / f"frames-{processor.num_frames}x{size.height}x{size.width}-{digest}"
