@@ -8,6 +8,7 @@ becomes its one-line `VideoError` and the others go on. `dfd predict`, the Endpo
 """
 
 import itertools
+import os
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -138,7 +139,7 @@ class VideoScorer:
 
     def prepare(self, video, windows: int | None = None) -> list[dict] | VideoError:
         """`preprocess`'s window items of one video, or the `VideoError` saying why it cannot be scored."""
-        name = video if isinstance(video, str) else "<video bytes>"
+        name = os.fspath(video) if isinstance(video, (str, os.PathLike)) else "<video bytes>"
         try:
             return list(
                 self.pipeline.preprocess(video, windows=windows, limits=self.limits, decode_threads=self.decode_threads)

@@ -8,13 +8,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # `dfd` subprocesses inherit it. tests/test_precision.py tests the rule itself.
 os.environ["DFD_DTYPE"] = "fp32"
 
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.video_utils import load_video
 
+from dfd.decoding_dfd import read_video
+from dfd.processing_dfd import sample_frame_indices
 from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +56,72 @@ def read_barcode(frame):
         if frame[row * 8 + 2 : row * 8 + 6, column * 8 + 2 : column * 8 + 6].mean() > 128:
             index |= 1 << bit
     return index
+
+
+def brightness(frames):
+    """Mean brightness of each (H, W, 3) frame."""
+    return np.asarray(frames, dtype=np.float64).mean(axis=(1, 2, 3))
+
+
+def pixel_values_brightness(pixel_values):
+    """Undo the CLIP normalisation of (T, 3, H, W) pixel values and return each frame's mean in 0..255."""
+    mean, std = np.array(OPENAI_CLIP_MEAN, np.float32), np.array(OPENAI_CLIP_STD, np.float32)
+    pixels = pixel_values.numpy() * std[None, :, None, None] + mean[None, :, None, None]
+    return pixels.mean(axis=(1, 2, 3)) * 255
+
+
+def reference_frames(path, indices):
+    """What transformers' own PyAV loader returns for these (ascending, distinct) frame indices."""
+    frames, _ = load_video(str(path), backend="pyav", sample_indices_fn=lambda metadata, **kwargs: np.asarray(indices))
+    return frames
+
+
+def sampled_frames(video, num_frames=12):
+    """The card's sampling of any video `read_video` takes: `num_frames` evenly spaced frames, (T, H, W, 3) uint8."""
+    return read_video(video, lambda info: sample_frame_indices(info.total_frames, num_frames)).frames
+
+
+def frame_folder(folder, frames, name="frames"):
+    """Unpadded names (frame_0 ... frame_29), so only a natural sort gets the order right."""
+    folder = Path(folder) / name
+    folder.mkdir()
+    for index, frame in enumerate(frames):
+        PIL.Image.fromarray(frame).save(folder / f"frame_{index}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    return folder
+
+
+def write_trimmed_video(path, frames, trimmed):
+    """An mp4 whose edit list hides its first `trimmed` frames, as cutting a clip without re-encoding leaves it."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "0", "preset": "ultrafast", "x264-params": "keyint=10"}
+        for frame in [*frames, None]:
+            for packet in stream.encode(None if frame is None else av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                packet.pts -= trimmed  # in the encoder's 1/25 s time base: the first frames land before time 0
+                packet.dts -= trimmed
+                container.mux(packet)
+    return path
+
+
+def write_paused_video(path, frames, pause):
+    """An mp4 whose last frame is shown `pause` frame periods late, as a variable frame rate recording can be."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        for index, frame in enumerate([*frames, None]):
+            video_frame = None
+            if frame is not None:
+                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                video_frame.pts = index + (pause if index == len(frames) - 1 else 0)
+                video_frame.time_base = stream.codec_context.time_base
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+    return path
 
 
 def tiny_clip_config():
