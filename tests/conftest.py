@@ -1,6 +1,7 @@
 """Shared fixtures: real mp4 files (the package's `write_video`) and a tiny CLIP checkpoint saved locally."""
 
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -188,3 +189,67 @@ def tiny_detector_scores(tiny_detector_dir):
         return [dict(zip(model.config.id2label.values(), row)) for row in probabilities.tolist()]
 
     return scores
+
+
+# --- fetching from a test's own server on 127.0.0.1 ------------------------------------------------------------------
+# The fetcher (fetching_dfd.py) refuses loopback addresses, and production code has no switch to change that. Tests
+# that serve videos on 127.0.0.1 patch the fetcher's one seam, `address_refusal`, in whichever copy of the module runs
+# (the package's, or an exported model folder's that transformers loads): 127.0.0.1 passes, every other rule holds.
+
+LOOPBACK = "127.0.0.1"
+
+
+def allow_loopback(fetching, monkeypatch):
+    """Let the fetcher module `fetching` download from 127.0.0.1 (and no other non-public address) in this test."""
+    refusal = fetching.address_refusal
+    monkeypatch.setattr(fetching, "address_refusal", lambda address: None if address == LOOPBACK else refusal(address))
+
+
+@pytest.fixture
+def loopback_fetches(monkeypatch):
+    """`dfd.fetching_dfd` downloads from the test's own servers on 127.0.0.1."""
+    from dfd import fetching_dfd
+
+    allow_loopback(fetching_dfd, monkeypatch)
+
+
+_FETCHING_FROM_LOOPBACK = f"""
+import importlib.machinery, runpy, sys
+
+class FetchingFromLoopback:  # patches each module named fetching_dfd, in any package, as it is imported
+    def find_spec(self, name, path=None, target=None):
+        if name.rpartition(".")[2] != "fetching_dfd":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                refusal = module.address_refusal
+                module.address_refusal = lambda address: None if address == {LOOPBACK!r} else refusal(address)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, FetchingFromLoopback())
+option, target, *arguments = sys.argv[1:]
+if option == "-c":
+    sys.argv = ["-c", *arguments]
+    exec(compile(target, "<string>", "exec"), {{"__name__": "__main__"}})
+else:
+    sys.argv = [target, *arguments]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
+def python_fetching_from_loopback(option: str, target: str, *arguments: str) -> list[str]:
+    """
+    The command line of `python -c CODE ARGUMENTS...` or `python -m MODULE ARGUMENTS...` (`option` "-c" or "-m") in
+    which every fetcher, however it is imported (`dfd.fetching_dfd`, a model folder's copy loaded with
+    trust_remote_code), downloads from 127.0.0.1: for a real server process (the endpoint, `dfd serve`) that a test
+    sends URLs of its own server to. E.g. `python_fetching_from_loopback("-m", "dfd.tools.cli", "serve", ...)`.
+    """
+    if option not in ("-c", "-m"):
+        raise ValueError(f"option must be -c or -m, got {option!r}")
+    return [sys.executable, "-c", _FETCHING_FROM_LOOPBACK, option, target, *arguments]

@@ -169,14 +169,16 @@ def test_windows_at_the_training_density():
 
 def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_videos, tmp_path, monkeypatch):
     """
-    A URL is downloaded through the one fetcher and scored as the file is: refused on 127.0.0.1, fetched once the test
-    patches the fetcher's address rule for its own server; a bad input is one clear error.
+    A URL is downloaded through the one fetcher and scored as the file is: refused on 127.0.0.1, fetched once the
+    test patches the fetcher to let its own server through; a bad input is one clear error.
     """
     import functools
     import http.server
     import shutil
     import sys
     import threading
+
+    from conftest import allow_loopback
 
     export, _ = trained_on_short_clips
     shutil.copy(long_videos["spliced"], tmp_path / "spliced.mp4")
@@ -190,7 +192,7 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
             classifier(url)
         # The export's own copy of the fetcher, which the pipeline loaded with its code.
         fetching = sys.modules[type(classifier).__module__.rpartition(".")[0] + ".fetching_dfd"]
-        monkeypatch.setattr(fetching, "address_refusal", lambda address: None)
+        allow_loopback(fetching, monkeypatch)
         by_url = classifier(url)
         assert by_url == classifier(str(long_videos["spliced"]))
         (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, numbered_frames, write_video
+from conftest import REPO_ROOT, numbered_frames, python_fetching_from_loopback, write_video
 
 
 # Runs in the endpoint's folder. `dfd` is installed in this venv (editable): hide it, as on a real endpoint.
@@ -35,11 +35,6 @@ for options, request in json.load(sys.stdin):  # options: the constructor argume
     try:
         if key not in handlers:
             handlers[key] = EndpointHandler(sys.argv[1], **options)
-            # The test's own server listens on 127.0.0.1: the test patches the fetcher's address rule for it.
-            package = type(handlers[key].scorer).__module__.rpartition(".")[0]
-            fetching = sys.modules[package + ".fetching_dfd"]
-            allowed, refusal = frozenset(json.loads(sys.argv[2])), fetching.address_refusal
-            fetching.address_refusal = lambda address: None if address in allowed else refusal(address)
         response = handlers[key](request)
     except ValueError as error:
         response = {"error": str(error)}
@@ -87,14 +82,16 @@ def encode(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], allowed_addresses=(), **environment) -> list:
+def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], loopback=False, **environment) -> list:
     """
     The response (or `{"error": ...}`) to each (handler options, request) pair, from one endpoint process that
-    builds a handler per distinct options. `allowed_addresses`: the fetcher's test-only exceptions to its address rules.
+    builds a handler per distinct options. `loopback`: its fetcher is patched to download from the test's own server
+    on 127.0.0.1 (conftest's `python_fetching_from_loopback`).
     """
     environment.setdefault("DFD_ALLOW_LOCAL_PATHS", "")  # the default, whatever this shell sets
+    command = [sys.executable, "-c", ENDPOINT, str(endpoint_dir)]
     result = subprocess.run(
-        [sys.executable, "-c", ENDPOINT, str(endpoint_dir), json.dumps(list(allowed_addresses))],
+        python_fetching_from_loopback(*command[1:]) if loopback else command,
         input=json.dumps(requests),
         capture_output=True,
         text=True,
@@ -136,7 +133,7 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     responses = run_endpoint(
         endpoint_dir,
         [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
-        allowed_addresses=["127.0.0.1"],
+        loopback=True,
         DFD_MAX_INPUT_BYTES=str(max_bytes),
         DFD_MAX_DURATION_SECONDS="5",
         DFD_MAX_WINDOWS="3",
