@@ -17,6 +17,9 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
+# Tiny replicas of the field's datasets as downloaded (ffpp_replicas, celebdf_replica, ...).
+pytest_plugins = ["dataset_replicas"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
