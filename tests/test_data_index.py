@@ -361,16 +361,24 @@ def test_identity_split_refuses_what_cannot_hold_both_classes():
 def test_predict_scores_videos_not_the_frame_folders_extracted_beside_them(deepfakebench_replica, tmp_path):
     rgb = deepfakebench_replica.root.parent.parent / "rgb"
     celeb = rgb / "Celeb-DF-v2"
-    expanded = expand_inputs([str(celeb)])
     videos = sorted(str(path) for path in celeb.rglob("*.mp4"))
-    assert sorted(expanded) == videos and len(videos) == 10
+    assert sorted(expand_inputs([str(celeb)])) == videos and len(videos) == 10
     # Frame folders without their videos are videos.
     frames_only = expand_inputs([str(rgb / "FaceForensics++")])
     assert len(frames_only) == 3 and all(os.path.isdir(path) for path in frames_only)
     # A frame folder whose video is elsewhere (not below its parent's parent) is kept.
     shutil.copytree(celeb / "Celeb-real" / "frames" / "id0_0000", tmp_path / "a" / "frames" / "id0_0000")
     shutil.copy(celeb / "Celeb-real" / "id0_0000.mp4", tmp_path / "id0_0000.mp4")
-    assert sorted(expand_inputs([str(tmp_path)])) == [
-        str(tmp_path / "a" / "frames" / "id0_0000"),
-        str(tmp_path / "id0_0000.mp4"),
-    ]
+    expected = [str(tmp_path / "a" / "frames" / "id0_0000"), str(tmp_path / "id0_0000.mp4")]
+    assert sorted(expand_inputs([str(tmp_path)])) == expected
+
+
+def test_predict_on_a_dataset_root_with_frame_folders_scores_each_video_once(deepfakebench_replica, tiny_detector_dir):
+    celeb = deepfakebench_replica.root.parent.parent / "rgb" / "Celeb-DF-v2"
+    command = [sys.executable, "-m", "dfd.tools.cli", "predict", celeb, "--model", tiny_detector_dir]
+    result = subprocess.run(
+        [*map(str, command), "--device", "cpu", "--format", "jsonl"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    scored = [json.loads(line)["path"] for line in result.stdout.splitlines()]
+    assert sorted(scored) == sorted(str(path) for path in celeb.rglob("*.mp4"))
