@@ -451,3 +451,29 @@ def test_convert_never_advises_loading_with_weights_only_false(tiny_detector_dir
     status, _, err = run_dfd("convert", tmp_path / "cut.pt", *convert)
     assert status == 1 and "not a PyTorch checkpoint holding only tensors" in err and "weights_only" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_explain_opens_and_decodes_each_video_once(tiny_detector_dir, videos, tmp_path, monkeypatch, run_dfd):
+    """Scoring, then explaining the flagged windows, reuses the frames decoded for scoring: one open, one decode."""
+    import av
+
+    from dfd import decoding_dfd
+
+    opened, decoded = [], []
+    real_open, real_read = av.open, decoding_dfd.read_video
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    monkeypatch.setattr(
+        decoding_dfd, "read_video", lambda video, *args, **kwargs: decoded.append(video) or real_read(video, *args, **kwargs)
+    )
+    monkeypatch.setattr("dfd.processing_dfd.read_video", decoding_dfd.read_video)
+    monkeypatch.setenv("DFD_DECODE_THREADS", "2")  # one thread for each of the two decode workers: one decoder each
+    paths = in_folder(videos, "short.mp4", "sub/long.mp4")
+    status, out, err = run_dfd(
+        "predict", *paths, "--model", tiny_detector_dir, "--windows", "2", "--threshold", "0.01",
+        "--explain", tmp_path / "explained", "--format", "json",
+    )  # fmt: skip
+    assert status == 0, err
+    assert all(record["flagged_windows"] for record in json.loads(out))  # every window explained
+    assert len(list((tmp_path / "explained").rglob("*.png"))) == 4
+    assert sorted(decoded) == sorted(paths)
+    assert sorted(name.removeprefix("file:") for name in opened) == sorted(paths)
