@@ -19,6 +19,9 @@ from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The training tests' fixtures and helpers.
+pytest_plugins = ["training_fixtures"]
+
 
 def numbered_frames(num_frames, height=64, width=64):
     """Frames whose mean brightness encodes their index, so a test can tell which frames were sampled."""
