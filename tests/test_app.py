@@ -56,14 +56,11 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture
-def file_server(tmp_path, monkeypatch):
+def file_server(tmp_path, loopback_fetches):
     """
-    An HTTP server on 127.0.0.1 serving `tmp_path/served`: (folder, base URL). The fetcher's test-only switch lets this
-    one loopback address through.
+    An HTTP server on 127.0.0.1 serving `tmp_path/served`: (folder, base URL), which the patched fetcher downloads
+    from (conftest's `loopback_fetches`).
     """
-    import dfd.fetching_dfd
-
-    monkeypatch.setattr(dfd.fetching_dfd, "TEST_ALLOWED_ADDRESSES", frozenset({"127.0.0.1"}))
     folder = tmp_path / "served"
     folder.mkdir()
     handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(folder))  # noqa: E731
