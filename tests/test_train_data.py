@@ -76,6 +76,15 @@ def test_a_set_of_unreadable_videos_is_refused(tmp_path, make_video):
         load_frames(args, PartialState(), load_tables(args, PartialState()), processor)
 
 
+def test_a_training_folder_without_videos_is_refused(tmp_path):
+    for label in ("real", "fake"):
+        (tmp_path / "videos" / label).mkdir(parents=True)
+    args = parse_args(["--train_dir", str(tmp_path / "videos"), "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(TrainingError) as error:
+        load_tables(args, PartialState())
+    assert str(error.value) == f"{tmp_path / 'videos'}: no videos"
+
+
 @pytest.mark.parametrize("balanced", [True, False])
 def test_training_sampler(balanced, tmp_path):
     """Class-balanced: drawn with replacement, both classes about equally often. Off: each video once per epoch."""

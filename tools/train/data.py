@@ -39,16 +39,23 @@ def _hub_tables(args) -> dict[str, datasets.Dataset]:
     )
 
 
+def _with_videos(table: datasets.Dataset, source: str) -> datasets.Dataset:
+    if not len(table):
+        raise TrainingError(f"{source}: no videos")
+    return table
+
+
 def _training_tables(args) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    source = args.train_dir or f"--dataset_name {args.dataset_name}"
     tables = load_video_tables(args.train_dir) if args.train_dir else _hub_tables(args)
     if "train" not in tables:
-        source = args.train_dir or f"--dataset_name {args.dataset_name}"
         raise TrainingError(f"{source}: no training split (it has: {', '.join(sorted(tables))})")
     validation = tables.get("validation")
     if args.validation_dir:
         validation_tables = load_video_tables(args.validation_dir)
         validation = validation_tables.get("validation", next(iter(validation_tables.values())))
-    return tables["train"], validation
+        validation = _with_videos(validation, args.validation_dir)
+    return _with_videos(tables["train"], source), validation
 
 
 def _evaluation_tables(args) -> dict[str, datasets.Dataset]:
@@ -61,7 +68,8 @@ def _evaluation_tables(args) -> dict[str, datasets.Dataset]:
         tables = load_video_tables(eval_dir) if eval_dir else _hub_tables(args)
         while name in sets:  # test/ of two datasets
             name = f"{name}-{len(sets) + 1}"
-        sets[name] = choose_split(tables, args.eval_split, eval_dir or f"--dataset_name {args.dataset_name}")
+        source = eval_dir or f"--dataset_name {args.dataset_name}"
+        sets[name] = _with_videos(choose_split(tables, args.eval_split, source), source)
     return sets
 
 

@@ -26,7 +26,10 @@ def load_model_and_processor(args):
     if args.crop:
         processor.crop = args.crop
     if processor.crop == "face":
-        load_face_detector()  # without the face extra, say so now rather than from a decoding worker
+        try:
+            load_face_detector()  # without the face extra, say so now rather than from a decoding worker
+        except ImportError as error:
+            raise TrainingError(str(error)) from error
     return model, processor
 
 
