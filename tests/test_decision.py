@@ -174,8 +174,8 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
         url = f"http://127.0.0.1:{server.server_address[1]}/spliced.mp4"
         with pytest.raises(ValueError, match="127.0.0.1 is a loopback address"):
             classifier(url)
-        # The export's own copy of the fetcher, which the pipeline loaded with its code.
-        fetching = sys.modules[type(classifier).__module__.rpartition(".")[0] + ".fetching_dfd"]
+        # The export's own copy of the fetcher, which the pipeline's processor loaded with its code.
+        fetching = sys.modules[type(classifier.video_processor).__module__.rpartition(".")[0] + ".fetching_dfd"]
         allow_loopback(fetching, monkeypatch)
         by_url = classifier(url)
         assert by_url == classifier(str(long_videos["spliced"]))

@@ -61,7 +61,7 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "PASS" in demo.stdout
     export = tmp_path / "demo" / "runs" / "adapters" / "model"
-    exported = {"handler.py", "inference.py", "pipeline_dfd.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py"}
+    exported = {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "processing_dfd.py", "decoding_dfd.py", "inputs_dfd.py"}
     assert exported | {"requirements.txt", "README.md"} <= {
         path.name for path in export.iterdir()
     }
@@ -81,8 +81,8 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     request = base64.b64encode(video.read_bytes()).decode()
     answer = run(wheel_python, "-c", endpoint, export, cwd=tmp_path, input=request)
     assert answer.returncode == 0, answer.stderr
-    scores = {entry["label"]: entry["score"] for entry in json.loads(answer.stdout)}
-    assert scores["fake"] == pytest.approx(record["score"], abs=1e-5)
+    verdict, _ = json.loads(answer.stdout)
+    assert verdict["fake_score"] == pytest.approx(record["fake_score"], abs=1e-5)
 
 
 def test_accelerate_launches_the_training_module_from_the_installed_wheel(wheel_python, tmp_path):
