@@ -25,8 +25,9 @@ from dfd.decoding_dfd import read_video
 from dfd.processing_dfd import sample_frame_indices
 from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
-# Tiny replicas of the field's datasets as downloaded (ffpp_replicas, celebdf_replica, ...).
-pytest_plugins = ["dataset_replicas"]
+# Tiny replicas of the field's datasets as downloaded (ffpp_replicas, celebdf_replica, ...), and the training tests'
+# fixtures and helpers (real runs of train_accelerate.py, a stand-in Hub).
+pytest_plugins = ["dataset_replicas", "training_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

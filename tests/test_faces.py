@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, write_video
 from dfd.faces_dfd import FACE_EXTRA, crop_boxes, track_face
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.synthetic_videos import face_scene, grass_background
-from dfd.tools.training_data import FrameCache
+from dfd.tools.train.frame_cache import FrameCache
 
 
 HEIGHT, WIDTH = 360, 640

@@ -83,3 +83,21 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     assert answer.returncode == 0, answer.stderr
     verdict, _ = json.loads(answer.stdout)
     assert verdict["fake_score"] == pytest.approx(record["fake_score"], abs=1e-5)
+
+
+def test_accelerate_launches_the_training_module_from_the_installed_wheel(wheel_python, tmp_path):
+    """`accelerate launch -m dfd.train_accelerate`, as the README runs it, with no checkout anywhere: the help, and
+    data refused as one line before any model loads."""
+    launch = ["-m", "accelerate.commands.launch", "--quiet", "--cpu", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
+    help_text = run(wheel_python, *launch, "-m", "dfd.train_accelerate", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--class_balanced_sampling" in help_text.stdout
+
+    (tmp_path / "videos").mkdir()
+    refused = run(wheel_python, *launch, "-m", "dfd.train_accelerate", "--train_dir", "videos", "--output_dir", "out",
+                  cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        "error: videos: expected real/ and fake/ subfolders (or train/ and validation/ holding them)"
+    )
