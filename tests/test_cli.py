@@ -12,23 +12,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from huggingface_hub.utils import logging as hub_logging
 from safetensors.torch import load_file
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
-from transformers.utils import logging as transformers_logging
 
-from conftest import numbered_frames, write_video
-from dfd.tools.cli import build_parser, main
+from conftest import dfd, error_lines, numbered_frames, write_video
+from dfd.tools.cli import main
 from dfd.modeling_dfd import resize_position_embeddings
 
 
 FPS = 25
 SHORT_FRAMES, LONG_FRAMES = 40, 90  # 1.6 s and 3.6 s at 25 fps
-
-
-def dfd(*args):
-    command = [sys.executable, "-m", "dfd.tools.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
 def in_folder(folder, *names) -> list[str]:
@@ -39,28 +32,6 @@ def clip_vision_weights(clip_dir) -> dict:
     """A saved CLIPVisionModel's tensors, named as inside `vision_model` (files may or may not carry that prefix)."""
     weights = load_file(clip_dir / "model.safetensors")
     return {name.removeprefix("vision_model."): tensor for name, tensor in weights.items()}
-
-
-def error_lines(stderr: str) -> list[str]:
-    """`error: ...` lines; the progress bar shares stderr, on lines of its own."""
-    return [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip().startswith("error:")]
-
-
-@pytest.fixture
-def run_dfd(capsys):
-    """`dfd ...` in this process (for commands whose subprocess start would dominate): (exit status, out, err)."""
-    verbosities = transformers_logging.get_verbosity(), hub_logging.get_verbosity()
-
-    def run(*args):
-        status = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield run
-    # main() quiets transformers and huggingface_hub unless --debug.
-    transformers_logging.set_verbosity(verbosities[0])
-    hub_logging.set_verbosity(verbosities[1])
-    transformers_logging.enable_progress_bar()
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from conftest import REPO_ROOT, numbered_frames, write_video
+from conftest import REPO_ROOT, error_lines, numbered_frames, write_video
 from dfd.tools.cli.inputs import expand_inputs
-from test_cli import dfd, error_lines, run_dfd  # noqa: F401 - run_dfd is a fixture
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import argparse
 import os
 import tempfile
 import uuid
-from contextlib import closing
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
