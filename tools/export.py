@@ -22,6 +22,8 @@ DISTRIBUTION = "dfd-detector"
 # What an Inference Endpoint loads from the exported folder, besides what the model's and processor's own
 # `save_pretrained` carry (their code, the pipeline config.json names, and what those import relatively).
 ENDPOINT_FILES = ("handler.py", "scoring_dfd.py")
+# The web page a Space loads from the model (`dfd space`); it imports its drawing and rendering siblings relatively.
+PAGE_FILES = ("page_dfd.py",)
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -44,12 +46,12 @@ def processor_for(config):
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
-def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
+def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] = ENDPOINT_REQUIREMENTS) -> str:
     """
-    requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here,
-    and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
+    requirements.txt for the Inference Endpoints container: the packages the exported code needs (`names`), as
+    pinned here, and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
     """
-    wanted = {name.replace("_", "-") for name in ENDPOINT_REQUIREMENTS}
+    wanted = {name.replace("_", "-") for name in names}
     lines = []
     for requirement in metadata.requires(DISTRIBUTION) or ():
         requirement, _, marker = requirement.partition(";")
@@ -66,11 +68,11 @@ def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
 
 def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
     """
-    handler.py, scoring_dfd.py and the siblings they import relatively (most are there already), and requirements.txt
-    with our `extras`' packages.
+    handler.py, scoring_dfd.py, page_dfd.py and the siblings they import relatively (most are there already), and
+    requirements.txt with our `extras`' packages.
     """
-    needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
-    for name in ENDPOINT_FILES:
+    needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES + PAGE_FILES}
+    for name in ENDPOINT_FILES + PAGE_FILES:
         needed.update(Path(path) for path in get_relative_import_files(str(PACKAGE_ROOT / name)))
     for path in sorted(needed):
         shutil.copyfile(path, folder / path.name)
@@ -82,7 +84,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
     weights, config.json, video_preprocessor_config.json and every Hub file they import, the pipeline included), the
     Inference Endpoints files (handler.py, scoring_dfd.py, requirements.txt, which lists the face detector when the
-    processor crops faces), and README.md when given. `extra_files`: name ->
+    processor crops faces), the web page a Space loads (page_dfd.py and its siblings), and README.md when given. `extra_files`: name ->
     function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
     the weights are replaced together with them.
 
