@@ -60,8 +60,8 @@ PICTURE_DPI = 150  # sharp on high-density screens
 UPLOADS_CSS = """
 .dfd-uploads .filename, .dfd-uploads .filename .stem { white-space: normal; overflow: visible; text-overflow: clip;
   overflow-wrap: anywhere; max-width: none; }
-.dfd-uploads .filename { display: table-cell; }
-.dfd-uploads .filename .stem, .dfd-uploads .filename .ext { display: inline; }
+.dfd-uploads .filename { display: table-cell; font-size: 0; }  /* no gap between the name and its extension */
+.dfd-uploads .filename .stem, .dfd-uploads .filename .ext { display: inline; font-size: var(--text-md); }
 """
 # Gradio's copies of uploads: every CLEANUP_SECONDS, those older than UPLOAD_MAX_AGE_SECONDS are deleted.
 CLEANUP_SECONDS = 300

@@ -47,9 +47,12 @@ def timeline_figure(record: dict, width: float = 8.0, title: str | None = None) 
     fake = [window["fake_probability"] for window in windows]
     timed = all(window["start"] is not None and window["end"] is not None for window in windows)
     if timed:
-        middles = [(window["start"] + window["end"]) / 2 for window in windows]
-        axes.hlines(fake, [window["start"] for window in windows], [window["end"] for window in windows], lw=3)
-        end = record["duration"] or max(window["end"] for window in windows) or 1
+        # A window covers the time from its first frame to the next window's (the last one, to the video's end).
+        end = max(record["duration"] or 0, windows[-1]["end"]) or 1
+        spans = [(window["start"], after["start"]) for window, after in zip(windows, windows[1:])]
+        spans.append((windows[-1]["start"], end))
+        middles = [(start + stop) / 2 for start, stop in spans]
+        axes.hlines(fake, [start for start, _ in spans], [stop for _, stop in spans], lw=3)
         axes.set_xlim(0, end)
         if end >= 60:
             axes.set_xlabel("time in the video (min:s)")
@@ -61,8 +64,8 @@ def timeline_figure(record: dict, width: float = 8.0, title: str | None = None) 
         axes.set_xlabel("window")
         axes.set_xlim(0.5, len(windows) + 0.5)
     for number, flagged in enumerate(record["flagged_windows"]):
-        start, end = (flagged["start"], flagged["end"]) if timed else (flagged["window"] + 0.5, flagged["window"] + 1.5)
-        axes.axvspan(start, end, color="tab:red", alpha=0.2, lw=0, label="flagged" if number == 0 else None)
+        start, stop = spans[flagged["window"]] if timed else (flagged["window"] + 0.5, flagged["window"] + 1.5)
+        axes.axvspan(start, stop, color="tab:red", alpha=0.2, lw=0, label="flagged" if number == 0 else None)
     axes.plot(middles, fake, marker="o", color="tab:blue", label="fake probability")
     axes.axhline(record["threshold"], color="black", linestyle="--", lw=1, label=f"threshold {record['threshold']:.0%}")
     axes.set_ylim(0, 1)

@@ -84,9 +84,9 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
     weights, config.json, video_preprocessor_config.json and every Hub file they import, the pipeline included), the
     Inference Endpoints files (handler.py, scoring_dfd.py, requirements.txt, which lists the face detector when the
-    processor crops faces), the web page a Space loads (page_dfd.py and its siblings), and README.md when given. `extra_files`: name ->
-    function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
-    the weights are replaced together with them.
+    processor crops faces), the web page a Space loads (page_dfd.py and its siblings), and README.md when given.
+    `extra_files`: name -> function that writes the file at the path it is given (e.g. training's metrics.json), so
+    that files describing the weights are replaced together with them.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
