@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decision_dfd import FAKE_LABEL
 from .plots_dfd import clock
 from .settings_dfd import ALLOW_LOCAL_PATHS, MAX_DECODED_FRAMES, MAX_DURATION_SECONDS, MAX_INPUT_BYTES, MAX_WINDOWS
 
 
-FAKE_LABEL = "fake"
 NOT_CHECKED = "not checked: the run was stopped first"
 # The setting a refusal names -> what a moderator can do about it.
 REMEDIES = {
