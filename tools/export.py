@@ -47,12 +47,12 @@ def processor_for(config):
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
-def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
+def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] = ENDPOINT_REQUIREMENTS) -> str:
     """
-    requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here,
-    and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
+    requirements.txt for the Inference Endpoints container: the packages the exported code needs (`names`), as
+    pinned here, and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
     """
-    wanted = {name.replace("_", "-") for name in ENDPOINT_REQUIREMENTS}
+    wanted = {name.replace("_", "-") for name in names}
     lines = []
     for requirement in metadata.requires(DISTRIBUTION) or ():
         requirement, _, marker = requirement.partition(";")
@@ -78,10 +78,10 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
     """
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
     weights, config.json, video_preprocessor_config.json and the Hub files they import, the pipeline included), every
-    other Hub file (handler.py and the scorer for the Endpoint, the explainer), requirements.txt for the Endpoints
-    container (it lists the face detector when the processor crops faces), and README.md when given. `extra_files`: name ->
-    function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
-    the weights are replaced together with them.
+    other Hub file (handler.py and the scorer for the Endpoint, the web page a Space loads, the explainer),
+    requirements.txt for the Endpoints container (it lists the face detector when the processor crops faces), and
+    README.md when given. `extra_files`: name -> function that writes the file at the path it is given (e.g.
+    training's metrics.json), so that files describing the weights are replaced together with them.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
