@@ -406,31 +406,43 @@ def frame_images(folder: Path) -> list[Path]:
 def _read_frame_folder(folder: Path, indices: Indices, transform: FrameTransform | None) -> DecodedVideo:
     """Frames stored as one image per file; only the chosen images are opened, each checked for size first."""
     images = frame_images(folder)
-    limit = max_frame_pixels()
-    with PIL.Image.open(images[0]) as first:
-        info = _untimed_info(str(folder), len(images), first.height, first.width)
+    width, height = _image_size(images[0])
+    info = _untimed_info(str(folder), len(images), height, width)
     chosen = _choose(indices, info)
-    frames, sizes = {}, set()
+    frames = {}
     for index in sorted(set(chosen.tolist())):
+        if _image_size(images[index]) != (width, height):
+            raise VideoDecodeError(folder, "frame images differ in size")
         try:
             with PIL.Image.open(images[index]) as image:
-                if image.width * image.height > limit:  # read from the header, before decoding
-                    raise VideoDecodeError(
-                        images[index],
-                        f"{image.width}x{image.height} ({image.width * image.height:,} pixels) is above the limit "
-                        f"of {limit:,} pixels per frame ({MAX_FRAME_PIXELS})",
-                    )
                 frame = np.asarray(image.convert("RGB"))
         except (OSError, SyntaxError) as err:  # PIL reports unreadable or truncated images with these
-            # A failed system call's `strerror` (e.g. "Permission denied") says why without repeating the path.
-            reason = getattr(err, "strerror", None) or err
-            raise VideoDecodeError(images[index], f"not a readable image ({reason})") from err
-        sizes.add(frame.shape)
+            raise VideoDecodeError(images[index], f"not a readable image ({_image_error(err)})") from err
         frames[index] = frame if transform is None else transform(frame)
-    if len(sizes) > 1:
-        raise VideoDecodeError(folder, "frame images differ in size")
     stacked = np.stack([frames[index] for index in chosen.tolist()])
     return DecodedVideo(frames=stacked, indices=chosen, timestamps=info.timestamps[chosen], info=info)
+
+
+def _image_error(error: Exception) -> str:
+    """Why an image cannot be read: a failed system call's `strerror` (e.g. "Permission denied"), else PIL's reason."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a frame image, from its header; refused when above `DFD_MAX_FRAME_PIXELS`."""
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError) as err:
+        raise VideoDecodeError(path, f"not a readable image ({_image_error(err)})") from err
+    limit = max_frame_pixels()
+    if width * height > limit:
+        raise VideoDecodeError(
+            path,
+            f"{width}x{height} ({width * height:,} pixels) is above the limit of {limit:,} pixels per frame "
+            f"({MAX_FRAME_PIXELS})",
+        )
+    return width, height
 
 
 def _rgb_uint8(frames: np.ndarray) -> np.ndarray:

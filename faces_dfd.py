@@ -205,7 +205,7 @@ class FaceDetector:
             self._scan = _scan_function(name, library, self.settings)
             self.library = f"{_LIBRARIES[name][1]} {_version(_LIBRARIES[name][1])}"
             return
-        raise ImportError(f'crop="face" needs a face detector: {FACE_EXTRA}')
+        raise ImportError(f'crop="face" needs the face detector: {FACE_EXTRA}')
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]

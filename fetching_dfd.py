@@ -8,15 +8,13 @@ redirects are followed by hand and each hop is checked alike, and the whole down
 
 import http.client
 import ipaddress
-import os
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from urllib.parse import urljoin, urlsplit
+from contextlib import closing
+from urllib.parse import quote, urljoin, urlsplit
 
 from .settings_dfd import DOWNLOAD_SECONDS, download_seconds
 
@@ -24,11 +22,8 @@ from .settings_dfd import DOWNLOAD_SECONDS, download_seconds
 MAX_REDIRECTS = 5
 URL_SCHEMES = ("http://", "https://")
 
-TEST_ALLOWED_ADDRESSES: frozenset[str] = frozenset()
-"""For tests only: addresses fetched from despite the rules (a test's own server on 127.0.0.1). Nothing a request or
-the environment sends can change it; only code running in the process can."""
-
 _NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+_PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))  # kept as they are in a request target; the rest percent-encoded
 
 
 def is_url(video) -> bool:
@@ -48,8 +43,6 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 def address_refusal(address: str) -> str | None:
     """Why a connection to the IP `address` is refused (e.g. "loopback"), or `None` for a public address."""
-    if address in TEST_ALLOWED_ADDRESSES:
-        return None
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone ("fe80::1%eth0")
     for candidate in (_embedded_ipv4(ip) if ip.version == 6 else None, ip):  # where it leads first
         if candidate is None:
@@ -62,18 +55,81 @@ def address_refusal(address: str) -> str | None:
     return None
 
 
-def _public_addresses(host: str, port: int, deadline: "_Deadline") -> list[tuple]:
+class _Deadline:
+    """One deadline for a whole download: the host lookups, connections, TLS handshakes, every read and redirect."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def remaining(self) -> float:
+        """Seconds left; TimeoutError once there are none."""
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no time left")
+        return remaining
+
+    def error(self) -> ValueError:
+        return ValueError(f"cannot download: took longer than {self.seconds:g} s ({DOWNLOAD_SECONDS})")
+
+
+class _DeadlineBound:
+    """
+    A socket whose every wait (each read, each send) ends at the download's deadline. A timeout per read would not do:
+    a server that sends a byte now and then restarts it forever, whatever its framing. http.client reads the status
+    line, the headers and any body through `recv_into` of this socket, whichever object holds it by then (the response
+    takes it over from the connection when the server will close), so no read escapes the deadline.
+    """
+
+    deadline: _Deadline
+
+    def recv_into(self, *args):
+        self.settimeout(self.deadline.remaining())
+        return super().recv_into(*args)
+
+    def sendall(self, *args):
+        self.settimeout(self.deadline.remaining())
+        return super().sendall(*args)
+
+
+class _DeadlineSocket(_DeadlineBound, socket.socket):
+    pass
+
+
+class _DeadlineSSLSocket(_DeadlineBound, ssl.SSLSocket):
+    """The TLS socket over a `_DeadlineSocket`; the handshake itself is bounded by the timeout it starts with."""
+
+
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[tuple]:
+    """
+    `socket.getaddrinfo`, waited for until the deadline. It has no timeout of its own, so it runs in a daemon thread:
+    a lookup that outlasts the deadline is left to finish on its own and does not hold the process at exit.
+    """
+    answer = []
+
+    def lookup():
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as error:  # handed to the caller, as gaierror, UnicodeError (an invalid name)...
+            answer.append(error)
+
+    thread = threading.Thread(target=lookup, name="dfd-resolve", daemon=True)
+    thread.start()
+    thread.join(deadline.remaining())
+    if not answer:
+        raise TimeoutError(f"resolving {host}")
+    if isinstance(answer[0], Exception):
+        reason = getattr(answer[0], "strerror", None) or answer[0]
+        raise ValueError(f"cannot download: cannot resolve {host} ({reason})")
+    return answer[0]
+
+
+def _public_addresses(host: str, port: int, deadline: _Deadline) -> list[tuple]:
     """Every address `host` resolves to, refused as a whole when any of them is not public."""
-    # getaddrinfo has no timeout of its own: a lookup that outlasts the deadline is left to finish on its own.
-    lookup = ThreadPoolExecutor(1, thread_name_prefix="dfd-resolve")
-    try:
-        found = lookup.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(deadline.remaining())
-    except TimeoutError:
-        raise deadline.error() from None
-    except (socket.gaierror, UnicodeError) as error:
-        raise ValueError(f"cannot download: cannot resolve {host} ({getattr(error, 'strerror', None) or error})")
-    finally:
-        lookup.shutdown(wait=False)
+    found = _resolve(host, port, deadline)
     for *_, sockaddr in found:
         reason = address_refusal(sockaddr[0])
         if reason is not None:
@@ -82,13 +138,14 @@ def _public_addresses(host: str, port: int, deadline: "_Deadline") -> list[tuple
     return [(family, sockaddr) for family, _, _, _, sockaddr in found]
 
 
-def _connect(addresses: list[tuple], timeout: float) -> socket.socket:
+def _connect(addresses: list[tuple], deadline: _Deadline) -> _DeadlineSocket:
     """A connection to the first of the checked `addresses` that answers."""
     error = None
     for family, sockaddr in addresses:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _DeadlineSocket(family, socket.SOCK_STREAM)
+        sock.deadline = deadline
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(deadline.remaining())
             sock.connect(sockaddr)
             return sock
         except OSError as failed:
@@ -100,79 +157,77 @@ def _connect(addresses: list[tuple], timeout: float) -> socket.socket:
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection to an address checked beforehand; the Host header still names the URL's host."""
 
-    def __init__(self, host, port, addresses, timeout):
-        super().__init__(host, port, timeout=timeout)
+    def __init__(self, host: str, port: int, addresses: list[tuple], deadline: _Deadline):
+        super().__init__(host, port)
         self.addresses = addresses
+        self.deadline = deadline
 
     def connect(self):
-        self.sock = _connect(self.addresses, self.timeout)
+        self.sock = _connect(self.addresses, self.deadline)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to an address checked beforehand; SNI and the certificate check use the URL's host name."""
 
-    def __init__(self, host, port, addresses, timeout):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(self, host: str, port: int, addresses: list[tuple], deadline: _Deadline):
+        context = ssl.create_default_context()
+        context.sslsocket_class = _DeadlineSSLSocket
+        super().__init__(host, port, context=context)
         self.addresses = addresses
+        self.deadline = deadline
 
     def connect(self):
-        self.sock = self._context.wrap_socket(_connect(self.addresses, self.timeout), server_hostname=self.host)
-
-
-class _Deadline:
-    """One deadline for a whole download: a watchdog shuts the socket down, which ends any read blocked on it."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        remaining = self.end - time.monotonic()
-        if remaining <= 0:
-            raise self.error()
-        return remaining
-
-    def error(self) -> ValueError:
-        return ValueError(f"cannot download: took longer than {self.seconds:g} s ({DOWNLOAD_SECONDS})")
-
-    @contextmanager
-    def watching(self, connection: http.client.HTTPConnection):
-        def stop():
-            if connection.sock is not None:
-                try:
-                    connection.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        watchdog = threading.Timer(self.remaining(), stop)
-        watchdog.daemon = True
-        watchdog.start()
+        sock = _connect(self.addresses, self.deadline)
         try:
-            yield
-        except (OSError, http.client.HTTPException, ValueError):
-            if time.monotonic() >= self.end:
-                raise self.error() from None
-            raise
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
         finally:
-            watchdog.cancel()
-            connection.close()
+            sock.close()  # nothing once wrapped: the TLS socket took the connection over
+        self.sock.deadline = self.deadline
 
 
-def _open(url: str, deadline: _Deadline) -> http.client.HTTPConnection:
-    """A connection to `url`'s host at a checked address, its request sent."""
-    parts = urlsplit(url)
+def _connection(parts, deadline: _Deadline) -> http.client.HTTPConnection:
+    """A connection (not yet open) to the host of the split URL `parts`, at an address checked to be public."""
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise ValueError(f"cannot download: invalid port in {url}") from None
+        raise ValueError(f"cannot download: invalid port in {parts.geturl()}") from None
     if not parts.hostname:
-        raise ValueError(f"cannot download: no host in {url}")
+        raise ValueError(f"cannot download: no host in {parts.geturl()}")
     addresses = _public_addresses(parts.hostname, port, deadline)
     kind = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-    connection = kind(parts.hostname, port, addresses, timeout=deadline.remaining())
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    connection.request("GET", target, headers={"Accept-Encoding": "identity", "User-Agent": "dfd"})
-    return connection
+    return kind(parts.hostname, port, addresses, deadline)
+
+
+def _save(response: http.client.HTTPResponse, file, check_size: Callable[[int], None]) -> None:
+    declared = response.getheader("Content-Length")
+    if declared is not None and declared.strip().isdigit():
+        check_size(int(declared))
+    received = 0
+    while chunk := response.read1(1 << 20):
+        received += len(chunk)
+        check_size(received)
+        file.write(chunk)
+    if response.length:  # the server hung up before sending all it declared
+        raise ValueError(f"cannot download: the connection closed after {received:,} bytes")
+    file.flush()
+
+
+def _get(url: str, file, check_size: Callable[[int], None], deadline: _Deadline) -> str | None:
+    """Download `url` into `file` (None), or the URL it redirects to; the connection is closed either way."""
+    parts = urlsplit(url)
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), safe=_PRINTABLE)
+    with closing(_connection(parts, deadline)) as connection:
+        connection.request("GET", target, headers={"Accept-Encoding": "identity", "User-Agent": "dfd"})
+        with connection.getresponse() as response:
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise ValueError(f"cannot download: HTTP {response.status} redirect without a Location")
+                return urljoin(url, location.strip())
+            if response.status != 200:
+                raise ValueError(f"cannot download: HTTP {response.status} {response.reason}")
+            _save(response, file, check_size)
+    return None
 
 
 def fetch(url: str, file, check_size: Callable[[int], None], deadline: float | None = None) -> None:
@@ -184,35 +239,19 @@ def fetch(url: str, file, check_size: Callable[[int], None], deadline: float | N
     if not is_url(url):
         raise ValueError("not an http(s) URL")
     deadline = _Deadline(download_seconds() if deadline is None else deadline)
-    for _ in range(MAX_REDIRECTS + 1):
-        try:
-            connection = _open(url, deadline)
-            with deadline.watching(connection):
-                response = connection.getresponse()
-                if response.status in (301, 302, 303, 307, 308):
-                    location = response.getheader("Location")
-                    if not location:
-                        raise ValueError(f"cannot download: HTTP {response.status} redirect without a Location")
-                    url = urljoin(url, location.strip())
-                    if not is_url(url):
-                        raise ValueError(f"cannot download: redirected to {url}, which is not an http(s) URL")
-                    continue
-                if response.status != 200:
-                    raise ValueError(f"cannot download: HTTP {response.status} {response.reason}")
-                declared = response.getheader("Content-Length")
-                if declared is not None and declared.strip().isdigit():
-                    check_size(int(declared))
-                received = 0
-                while chunk := response.read1(1 << 20):
-                    received += len(chunk)
-                    check_size(received)
-                    file.write(chunk)
-                if response.length:  # the server hung up before sending all it declared
-                    raise ValueError(f"cannot download: the connection closed after {received:,} bytes")
-                file.flush()
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            url = _get(url, file, check_size, deadline)
+            if url is None:
                 return
-        except (OSError, http.client.HTTPException) as error:  # unreachable hosts, TLS errors, dropped connections
-            raise ValueError(f"cannot download: {getattr(error, 'reason', None) or error}") from None
+            if not is_url(url):
+                raise ValueError(f"cannot download: redirected to {url}, which is not an http(s) URL")
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        if deadline.passed() or isinstance(error, TimeoutError):  # every wait is bounded by the time left
+            raise deadline.error() from None
+        if isinstance(error, (OSError, http.client.HTTPException)):  # unreachable hosts, TLS errors, hang-ups...
+            raise ValueError(f"cannot download: {' '.join(str(error).split())}") from None  # on one line
+        raise
     raise ValueError(f"cannot download: more than {MAX_REDIRECTS} redirects")
 
 

@@ -25,7 +25,9 @@ So it imports no sibling directly: the model, the processor and the scorer (scor
 through transformers' custom-code loader from the same folder.
 """
 
+import importlib
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -74,18 +76,28 @@ def parse_parameters(parameters) -> dict:
 class EndpointHandler:
     def __init__(self, path: str = "", allow_local_paths: bool | None = None, limits=None):
         path = path or str(Path(__file__).resolve().parent)
-        settings = _sibling(path, "settings_dfd", "allow_local_paths")
-        scorer_class = _sibling(path, "scoring_dfd", "VideoScorer")
-        self.video_file = _sibling(path, "inputs_dfd", "video_file")
-        self.video_error = _sibling(path, "results_dfd", "VideoError")
+        # The scorer's module and the Hub files it imports, as one package: one copy of each class.
+        scoring = sys.modules[get_class_from_dynamic_module("scoring_dfd.VideoScorer", path).__module__]
+        package = scoring.__name__.rpartition(".")[0]
+        settings = importlib.import_module(f"{package}.settings_dfd")
+        inputs = importlib.import_module(f"{package}.inputs_dfd")
         # Every DFD_* setting is read (and a bad value refused, naming it) before the model loads.
-        self.allow_local_paths = settings() if allow_local_paths is None else allow_local_paths
-        self.limits = limits or _sibling(path, "inputs_dfd", "Limits")()
+        self.allow_local_paths = settings.allow_local_paths() if allow_local_paths is None else allow_local_paths
+        self.limits = limits or inputs.Limits()
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = _sibling(path, "scoring_dfd", "default_dtype")(device)
+        dtype = scoring.default_dtype(device)
         model = AutoModelForVideoClassification.from_pretrained(path, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(path, trust_remote_code=True)
-        self.scorer = scorer_class(model, processor, device=device, dtype=dtype, limits=self.limits)
+        self.scorer = scoring.VideoScorer(
+            model,
+            processor,
+            device=device,
+            dtype=dtype,
+            limits=self.limits,
+            local_paths=self.allow_local_paths,
+            base64_text=True,
+        )
+        self.video_error = scoring.VideoError
         config = self.scorer.model.config
         self.labels = [config.id2label[index] for index in range(config.num_labels)]
 
@@ -94,21 +106,13 @@ class EndpointHandler:
             raise ValueError(f"the request body must be a JSON object with 'inputs', got {type(data).__name__}")
         parameters = parse_parameters(data.get("parameters"))
         if parameters["windows"] is not None:
-            self.limits.check_windows(parameters["windows"])
+            try:
+                self.limits.check_windows(parameters["windows"])
+            except ValueError as error:
+                raise ValueError(f"parameter 'windows': {error}") from None
         if "inputs" not in data or data["inputs"] is None:
             raise ValueError("the request has no 'inputs' (a base64-encoded video, a data: URL or an http(s) URL)")
-        try:
-            with self.video_file(
-                data["inputs"], local_paths=self.allow_local_paths, base64_text=True, limits=self.limits
-            ) as path:
-                (prediction,) = self.scorer.predict([path], parameters["windows"], parameters["threshold"])
-        except ValueError as error:  # the gate's VideoDecodeError: its reason, never the input itself
-            raise ValueError(f"cannot read the video: {getattr(error, 'reason', error)}") from None
-        if isinstance(prediction, self.video_error):
-            raise ValueError(f"cannot read the video: {prediction.reason}")
+        (prediction,) = self.scorer.predict([data["inputs"]], parameters["windows"], parameters["threshold"])
+        if isinstance(prediction, self.video_error):  # its reason, never the input itself
+            raise ValueError(f"'inputs': {prediction.reason}")
         return prediction.classification(self.labels, parameters["top_k"])
-
-
-def _sibling(path: str, module: str, name: str):
-    """`name` from the Hub file `module` of the model folder, through transformers' custom-code loader."""
-    return get_class_from_dynamic_module(f"{module}.{name}", path)

@@ -109,7 +109,7 @@ def _describe(source) -> str:
         return "<video bytes>"
     if isinstance(source, str) and (len(source) > MAX_PATH_LENGTH or source.startswith("data:")):
         return "<base64 video>"
-    return os.fspath(source)
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<video>"
 
 
 @contextmanager
@@ -175,12 +175,14 @@ def _local_path_or_data(source, local_paths: bool, base64_text: bool, cap) -> tu
         # at the disk, so the answer says nothing about which files exist.
         raise ValueError(f"a path: {LOCAL_PATHS_REFUSED}")
     cap(len(source) * 3 // 4)  # before decoding, so an oversized request costs no memory
+    if source.startswith("data:"):
+        return None, base64_video(source)
     try:
         return None, base64_video(source)
     except ValueError:
-        where = "an existing file, " if local_paths else ""
+        kinds = "an http(s) URL, an existing file, nor" if local_paths else "an http(s) URL nor"
         refused = "" if local_paths else f" ({LOCAL_PATHS_REFUSED})"
-        raise ValueError(f"neither an http(s) URL, {where}nor base64-encoded video{refused}") from None
+        raise ValueError(f"neither {kinds} base64-encoded video{refused}") from None
 
 
 __all__ = ["LOCAL_PATHS_REFUSED", "Limits", "base64_video", "is_url", "video_file"]

@@ -87,14 +87,12 @@ def window_count(
     would be 2 frames repeated 6 times each). A video shorter than `num_frames` frames is one window, as in training.
     """
     asked = windows or windows_at_training_density(duration, window_duration)
+    wanted = f"{asked} windows asked" if windows else f"{asked} windows at the training density"
     count = min(asked, max(1, total_frames // num_frames))
     if count < asked:
-        return count, (
-            f"{asked} windows asked, {count} scored: a window needs {num_frames} distinct frames and the video has "
-            f"{total_frames}"
-        )
+        return count, f"{wanted}, {count} scored: a window needs {num_frames} distinct frames and the video has {total_frames}"
     if max_windows and count > max_windows:
-        return max_windows, f"{count} windows at the training density, {max_windows} scored (the limit)"
+        return max_windows, f"{wanted}, {max_windows} scored (the limit)"
     return count, None
 
 
@@ -258,6 +256,8 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         if window_duration is not None and not (isinstance(window_duration, (int, float)) and window_duration > 0):
             raise ValueError(f"window_duration must be a positive number of seconds, got {window_duration!r}")
+        if kwargs.pop("fps", None) is not None:
+            raise ValueError(f"{type(self).__name__} samples a fixed number of frames: pass `num_frames`, not `fps`.")
         kwargs.pop("video_metadata", None)  # measured from each video, never taken from the caller
         num_frames = kwargs.pop("num_frames", None) or self.num_frames
         sample = kwargs.pop("do_sample_frames", None)

@@ -8,6 +8,7 @@ becomes its one-line `VideoError` and the others go on. `dfd predict`, the Endpo
 """
 
 import itertools
+import os
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -16,6 +17,7 @@ from contextlib import nullcontext
 
 import torch
 
+from .inputs_dfd import video_file
 from .pipeline_dfd import DFDVideoClassificationPipeline, collate_windows
 from .results_dfd import VideoError, VideoPrediction
 from .settings_dfd import DTYPE, decoding_threads, dtype_name
@@ -80,6 +82,14 @@ def describe_error(error: BaseException) -> str:
     return " ".join(reason.split()) or type(error).__name__
 
 
+def _name(video) -> str:
+    """How results name a video: a path or URL as given; other inputs by kind, never by content."""
+    if isinstance(video, (str, os.PathLike)):
+        text = os.fspath(video)
+        return text if len(text) <= 4096 and not text.startswith("data:") else "<base64 video>"
+    return "<video bytes>" if isinstance(video, (bytes, bytearray, memoryview)) else "<video>"
+
+
 def _prefetch(pool: ThreadPoolExecutor, function, items: Iterable, depth: int) -> Iterator:
     """`map(function, items)` in order, with up to `depth` calls running ahead in `pool`."""
     items = iter(items)
@@ -96,8 +106,11 @@ class VideoScorer:
 
     `num_workers` threads decode (PyAV releases the GIL) the next videos while the model runs, each with its share of
     the decoding threads; forward passes take up to `batch_size` windows, of one video or several. Peak host memory
-    grows with `num_workers` x windows per video x frames per window. `limits` (a server's `inputs_dfd.Limits`) caps
-    windows and decoding work; `threshold` replaces the model's decision threshold.
+    grows with `num_workers` x windows per video x frames per window. Every video passes the input gate
+    (inputs_dfd.video_file) first: `limits` (a server's `inputs_dfd.Limits`) caps its size, windows and decoding
+    work; `local_paths` says whether paths on this machine are read (a server refuses them unless its operator allows
+    them), `base64_text` whether text that is neither a URL nor a path is base64 video (JSON bodies). `threshold`
+    replaces the model's decision threshold.
     """
 
     def __init__(
@@ -110,6 +123,8 @@ class VideoScorer:
         num_workers=2,
         limits=None,
         threshold=None,
+        local_paths=True,
+        base64_text=False,
     ):
         device = torch.device(device)
         if dtype == torch.qint8 and device.type != "cpu":
@@ -124,6 +139,8 @@ class VideoScorer:
         self.decode_threads = max(1, decoding_threads() // num_workers)
         self.limits = limits
         self.threshold = threshold
+        self.local_paths = local_paths
+        self.base64_text = base64_text
         self.pipeline._sanitize_parameters(threshold=threshold)  # a bad threshold is refused now, not per video
 
     def precision(self):
@@ -136,15 +153,22 @@ class VideoScorer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def prepare(self, video, windows: int | None = None) -> list[dict] | VideoError:
-        """`preprocess`'s window items of one video, or the `VideoError` saying why it cannot be scored."""
-        name = video if isinstance(video, str) else "<video bytes>"
+    def prepare(self, video, windows: int | None = None, local_paths: bool | None = None) -> list[dict] | VideoError:
+        """
+        `preprocess`'s window items of one video, or the `VideoError` saying why it cannot be scored. The video passes
+        the gate here, under this scorer's rules (`local_paths` replaces its rule on paths for this video).
+        """
+        local_paths = self.local_paths if local_paths is None else local_paths
         try:
-            return list(
-                self.pipeline.preprocess(video, windows=windows, limits=self.limits, decode_threads=self.decode_threads)
-            )
+            with video_file(video, local_paths, self.base64_text, self.limits) as path:
+                items = list(
+                    self.pipeline.preprocess(path, windows=windows, limits=self.limits, decode_threads=self.decode_threads)
+                )
         except Exception as error:  # MemoryError included: one video never stops a batch
-            return VideoError(name, describe_error(error))
+            return VideoError(_name(video), describe_error(error))
+        for item in items:
+            item["source"] = _name(video)
+        return items
 
     def forward(self, items: list[dict]) -> list[dict]:
         """The model's outputs for window items of any videos, in order, `batch_size` windows per pass."""
@@ -165,17 +189,20 @@ class VideoScorer:
         windows: int | None = None,
         threshold: float | None = None,
         keep_pixel_values: bool = False,
+        local_paths: bool | None = None,
     ) -> Iterator[VideoPrediction | VideoError]:
         """
-        A `VideoPrediction` or a `VideoError` for every video (a path, URL or bytes), in order. `windows`: equal
-        windows per video instead of the training density's; `threshold` replaces this scorer's; `keep_pixel_values`
-        keeps each prediction's windows as the model saw them (`prediction.pixel_values`).
+        A `VideoPrediction` or a `VideoError` for every video (a path, URL or bytes, through the gate), in order.
+        `windows`: equal windows per video instead of the training density's; `threshold` replaces this scorer's;
+        `keep_pixel_values` keeps each prediction's windows as the model saw them (`prediction.pixel_values`);
+        `local_paths` replaces this scorer's rule on paths for these videos.
         """
         threshold = self.threshold if threshold is None else threshold
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="decode")
         try:
             waiting, waiting_windows = [], 0
-            for prepared in _prefetch(pool, lambda video: self.prepare(video, windows), videos, 2 * self.num_workers):
+            prepare = lambda video: self.prepare(video, windows, local_paths)  # noqa: E731
+            for prepared in _prefetch(pool, prepare, videos, 2 * self.num_workers):
                 waiting.append(prepared)
                 waiting_windows += 0 if isinstance(prepared, VideoError) else len(prepared)
                 if waiting_windows >= self.batch_size:

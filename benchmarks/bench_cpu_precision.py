@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from common import base_parser, format_table, parse_arguments, report
-from dfd.inference import DTYPES, VideoScorer, cpu_has_bf16
+from dfd.scoring_dfd import DTYPES, VideoScorer, cpu_has_bf16
 from dfd.tools.loading import load_detector
 
 
@@ -43,7 +43,7 @@ def main(argv=None):
         scorer = VideoScorer(model, processor, "cpu", dtype, batch_size=64, num_workers=1)
         predictions = list(scorer.predict(paths))
         results[name] = (
-            np.array([video.score for video in predictions]),
+            np.array([video.fake_score for video in predictions]),
             np.array([video.label == "fake" for video in predictions]),
         )
     reference, reference_verdicts = results["fp32"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from common import base_parser, format_table, parse_arguments, report
-from dfd.inference import DecisionRule, VideoScorer
+from dfd.decision_dfd import DecisionRule
+from dfd.scoring_dfd import VideoScorer
 from dfd.tools.loading import load_detector
 from dfd.tools.synthetic_videos import TextureSettings, texture_clip, write_video
 
@@ -50,13 +51,13 @@ def main(argv=None):
     count = 2 if args.quick else args.videos
     model, processor = load_detector(args.model)
     scorer = VideoScorer(model, processor, num_workers=1, batch_size=64)
-    stored = scorer.rule
+    stored = DecisionRule.from_config(model.config)
     rules = {f"top {k}": DecisionRule(stored.threshold, k, stored.real_log_odds) for k in (1, 2, 3)}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, paths in make_videos(Path(folder), count).items():
-            windows = [[window.scores["fake"] for window in video.windows] for video in scorer.predict(paths)]
-            whole = [video.windows[0].scores["fake"] for video in scorer.predict(paths, num_windows=1)]
+            windows = [[window.fake_probability for window in video.windows] for video in scorer.predict(paths)]
+            whole = [video.windows[0].fake_probability for video in scorer.predict(paths, windows=1)]
             row = {"videos": name, "windows": len(windows[0])}
             for rule_name, rule in rules.items():
                 row[rule_name] = float(np.mean([rule.decide(video).fake for video in windows]))

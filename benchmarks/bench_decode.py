@@ -45,7 +45,9 @@ from common import (
     parse_arguments,
     report,
 )
-from dfd.decoding_dfd import probe_video, read_video, sample_frame_indices
+from dfd.decoding_dfd import read_video
+from dfd.probing_dfd import probe_video
+from dfd.processing_dfd import sample_frame_indices
 from dfd.tools.synthetic_videos import write_video
 
 
@@ -179,7 +181,7 @@ Decoder = Callable[[Path], np.ndarray]
 
 
 def package_frames(path: Path) -> np.ndarray:
-    return read_video(path, num_frames=NUM_FRAMES).frames
+    return read_video(path, lambda info: sample_frame_indices(info.total_frames, NUM_FRAMES)).frames
 
 
 def load_video_frames(path: Path) -> np.ndarray:

@@ -22,7 +22,8 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from common import base_parser, format_table, goal, measure_interleaved, parse_arguments, report
-from dfd.inference import EXPLANATION_METHODS, VideoExplainer, VideoScorer
+from dfd.explaining_dfd import EXPLANATION_METHODS, VideoExplainer
+from dfd.scoring_dfd import VideoScorer
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.tools.export import processor_for
 from dfd.tools.synthetic_videos import TextureSettings, manipulated_region_clip, texture_clip, write_video
@@ -126,21 +127,21 @@ def main(argv=None):
         grid = IMAGE_SIZE // patch
         uniform = region_patches / grid**2
 
-        everything = lambda prediction: list(range(len(prediction.windows)))  # noqa: E731
+        predictions = list(scorer.predict(paths, keep_pixel_values=True))
         rows = []
         for method in EXPLANATION_METHODS + ("random",):
             heatmap_method = "integrated_gradients" if method == "random" else method  # random: any, then replaced
-            explainer = VideoExplainer(scorer, heatmap_method, choose=everything)
+            explainer = VideoExplainer(scorer, heatmap_method)
             shares, deleted, fake_probabilities = [], [], []
             generator = torch.Generator().manual_seed(0)
-            for (path, region), explanation in zip(fakes, explainer.explain(paths)):
-                window = explanation.windows[0]
+            for (path, region), prediction in zip(fakes, predictions):
+                (window,) = explainer.explain(prediction, [0])
                 heatmaps = window.heatmaps
                 if method == "random":
                     heatmaps = torch.rand(heatmaps.shape, generator=generator).numpy()
                     heatmaps /= heatmaps.sum()
                 shares.append(region_share(heatmaps, region, patch))
-                pixel_values = scorer._prepare(path, 1).pixel_values[0]
+                pixel_values = prediction.pixel_values[0]
                 deleted.append(
                     fake_probability_after_deletion(
                         model, pixel_values, torch.from_numpy(heatmaps), region_patches * NUM_FRAMES, patch
@@ -163,7 +164,9 @@ def main(argv=None):
         times = measure_interleaved(
             {
                 "predict": lambda: list(scorer.predict(paths)),
-                "explain": lambda: list(default.explain(paths)),
+                "explain": lambda: [
+                    default.explain(prediction) for prediction in scorer.predict(paths, keep_pixel_values=True)
+                ],
             },
             args.repeats,
         )

@@ -7,7 +7,7 @@ Random weights (nothing downloaded). On a GPU: batch 1/4/16/32 of 12x384^2 video
 in bf16 and with fp32 weights under bf16 autocast (what `dfd predict` runs). On a CPU: fp32, the tiny config at all
 batch sizes and the full ViT-L/14 config at batch 1 (one 12-frame video takes ~1 min there, so `--full-cpu-frames`
 frames, 2 by default: the adapter/backbone ratio does not depend on it); then the precisions a CPU can run the
-detector in, side by side (`cpu_precision_rows`), which `inference.default_dtype` chooses from.
+detector in, side by side (`cpu_precision_rows`), which `scoring_dfd.default_dtype` chooses from.
 """
 
 import copy
@@ -132,7 +132,7 @@ def cpu_precision_rows(config_name, config, num_frames, repeats, compile_backend
     relative to the largest fp32 logit). `skip_bf16`: leave out the bf16 rows (a CPU without bf16 units emulates
     them several times slower than fp32, which adds many minutes on the full config).
     """
-    from dfd.inference import quantize_linear_layers  # dfd.inference needs PyAV, which the GPU image lacks
+    from dfd.scoring_dfd import quantize_linear_layers  # dfd.scoring_dfd needs PyAV, which the GPU image lacks
 
     torch.manual_seed(0)
     detector = DFDForVideoClassification(config).eval()
@@ -305,7 +305,7 @@ def main(argv=None):
         "--no-cpu-precisions",
         dest="cpu_precisions",
         action="store_false",
-        help="On a CPU, leave out the table of precisions (the GPU suite: dfd.inference needs PyAV, which it lacks).",
+        help="On a CPU, leave out the table of precisions (the GPU suite: dfd.scoring_dfd needs PyAV, which it lacks).",
     )
     parser.add_argument(
         "--emulated-bf16",
@@ -373,7 +373,7 @@ def main(argv=None):
     goals = inference_goals(rows, device, precisions[0])
     cpu_rows, has_bf16 = [], None
     if not on_gpu and args.cpu_precisions:
-        from dfd.inference import cpu_has_bf16  # see cpu_precision_rows
+        from dfd.scoring_dfd import cpu_has_bf16  # see cpu_precision_rows
 
         has_bf16 = cpu_has_bf16()
         compile_backend = args.compile_backend if compile_enabled else None

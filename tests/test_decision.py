@@ -1,6 +1,6 @@
 """
-The decision rule stored with a model (inference.DecisionRule), windows at the training density, and the verdict on
-long videos: a tiny detector trained on short synthetic clips by train_accelerate.py (the demo's recipe), then a long
+The decision rule stored with a model (decision_dfd.DecisionRule) and the calibration training fits for it, and the
+verdict on long videos: a tiny detector trained on short synthetic clips by train_accelerate.py (the demo's recipe), then a long
 real video and a long video with a short fake stretch made the same way, scored with default settings by `dfd
 predict` and by pipeline("video-classification").
 """
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from transformers import pipeline
 
-from dfd.inference import DecisionRule, window_frame_indices, windows_at_training_density
+from dfd.decision_dfd import DecisionRule, calibrate, eer_threshold, held_out_temperature_gain, sigmoid
+from dfd.processing_dfd import window_frame_indices, windows_at_training_density
 from dfd.tools.demo import FAST, build_tiny_clip, script_environment, synthesize_videos, train_command
 from dfd.tools.synthetic_videos import TextureSettings, texture_clip, write_video
 
@@ -57,22 +58,6 @@ def overlaps(window, start, end):
     return window["start"] < end and window["end"] >= start
 
 
-def test_training_records_the_window_duration_and_calibration(trained_on_short_clips):
-    export, metrics = trained_on_short_clips
-    config = json.loads((export / "config.json").read_text())
-    # 16 frames at 8 fps: every training clip lasts 2 s.
-    assert config["window_duration"] == pytest.approx(2.0)
-    calibration = metrics["calibration"]
-    assert config["decision_threshold"] == calibration["threshold"]
-    assert config["calibration_temperature"] == calibration["temperature"]
-    assert config["real_log_odds"] == calibration["real_log_odds"]
-    assert calibration["false_positive_rate"] <= calibration["target_false_positive_rate"] == 0.05
-    # Platt's targets keep the temperature finite on a perfectly separated validation set: confidence stays below
-    # what 12 + 12 videos can show, so ECE may rise there (it falls on the full demo's 25 + 25).
-    assert 0.1 < calibration["temperature"] < 10 and 0 <= calibration["ece_after"] < 0.15
-    assert 0 < calibration["eer_threshold"] < 1
-
-
 def test_dfd_predict_finds_a_short_fake_stretch_in_a_long_video(trained_on_short_clips, long_videos, tmp_path):
     export, _ = trained_on_short_clips
     command = [sys.executable, "-m", "dfd.tools.cli", "predict", str(long_videos["real"]), str(long_videos["spliced"])]
@@ -94,15 +79,16 @@ def test_dfd_predict_finds_a_short_fake_stretch_in_a_long_video(trained_on_short
         for window in record["windows"]:
             assert len(set(window["timestamps"])) == len(window["timestamps"])
     assert real["label"] == "real" and real["flagged_windows"] == []
-    assert real["score"] < real["threshold"]
+    assert real["fake_score"] < real["threshold"] and real["score"] == pytest.approx(1 - real["fake_score"])
 
-    assert spliced["label"] == "fake" and spliced["score"] >= spliced["threshold"]
+    assert spliced["label"] == "fake" and spliced["fake_score"] >= spliced["threshold"]
+    assert spliced["score"] == spliced["fake_score"]
     flagged = spliced["flagged_windows"]
     assert any(overlaps(window, *FAKE_STRETCH) for window in flagged)
     # Only windows at the fake stretch are flagged (a window reaching into it from next door may be).
     assert all(overlaps(window, FAKE_STRETCH[0] - 2, FAKE_STRETCH[1] + 2) for window in flagged)
     # The mean over the windows, reported too, would have missed it.
-    assert spliced["mean_fake_probability"] < spliced["threshold"] <= spliced["score"]
+    assert spliced["mean_fake_probability"] < spliced["threshold"] <= spliced["fake_score"]
     assert (tmp_path / "plots" / "spliced_30s.mp4.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -113,7 +99,7 @@ def test_pipeline_applies_the_same_windows_and_rule(trained_on_short_clips, long
     assert real[0]["label"] == "real" and real[0]["flagged_windows"] == []
     assert spliced[0]["label"] == "fake"
     assert any(overlaps(window, *FAKE_STRETCH) for window in spliced[0]["flagged_windows"])
-    assert spliced[0]["score"] >= spliced[0]["threshold"]
+    assert spliced[0]["fake_score"] >= spliced[0]["threshold"]
     assert sum(entry["score"] for entry in spliced) == pytest.approx(1.0)
     # The one-window override is transformers' whole-video sampling: frames 2 s apart, which training never showed.
     (one_window, _) = classifier(str(long_videos["real"]), windows=1)
@@ -168,13 +154,15 @@ def test_windows_at_the_training_density():
 def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_videos, tmp_path, monkeypatch):
     """
     A URL is downloaded through the one fetcher and scored as the file is: refused on 127.0.0.1, fetched once the
-    fetcher's test switch allows the test's own server; a bad input is one clear error.
+    test patches the fetcher to let its own server through; a bad input is one clear error.
     """
     import functools
     import http.server
     import shutil
     import sys
     import threading
+
+    from conftest import allow_loopback
 
     export, _ = trained_on_short_clips
     shutil.copy(long_videos["spliced"], tmp_path / "spliced.mp4")
@@ -186,9 +174,9 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
         url = f"http://127.0.0.1:{server.server_address[1]}/spliced.mp4"
         with pytest.raises(ValueError, match="127.0.0.1 is a loopback address"):
             classifier(url)
-        # The export's own copy of the fetcher, which the pipeline loaded with its code.
-        fetching = sys.modules[type(classifier).__module__.rpartition(".")[0] + ".fetching_dfd"]
-        monkeypatch.setattr(fetching, "TEST_ALLOWED_ADDRESSES", frozenset({"127.0.0.1"}))
+        # The export's own copy of the fetcher, which the pipeline's processor loaded with its code.
+        fetching = sys.modules[type(classifier.video_processor).__module__.rpartition(".")[0] + ".fetching_dfd"]
+        allow_loopback(fetching, monkeypatch)
         by_url = classifier(url)
         assert by_url == classifier(str(long_videos["spliced"]))
         (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)
@@ -199,14 +187,54 @@ def test_pipeline_reads_urls_and_names_a_bad_video(trained_on_short_clips, long_
         server.server_close()
 
 
-def test_a_timestamp_never_repeats_within_a_window(tiny_detector_dir, make_video):
-    """More windows x frames than the video has frames: each window lists its distinct frame times, once each."""
+def test_a_frame_repeated_within_a_window_is_listed_once(tiny_detector_dir, make_video):
+    """A video shorter than a window repeats frames: each window lists its distinct frames and their times once."""
     from conftest import numbered_frames
-    from dfd.inference import VideoScorer
+    from dfd.scoring_dfd import VideoScorer
     from dfd.tools.loading import load_detector
 
     model, processor = load_detector(str(tiny_detector_dir))
-    video = make_video("short.mp4", numbered_frames(20), fps=10)
-    (prediction,) = VideoScorer(model, processor).predict([str(video)], num_windows=4)
-    for index, window in enumerate(prediction.windows):  # 5 frames each, sampled 12 times
-        assert window.timestamps == [round(0.1 * frame, 6) for frame in range(5 * index, 5 * index + 5)]
+    video = make_video("short.mp4", numbered_frames(8), fps=10)
+    (prediction,) = VideoScorer(model, processor).predict([str(video)], windows=4)
+    (window,) = prediction.windows  # 4 windows of 2 frames each would be frames the model never saw together
+    assert prediction.notes == ["4 windows asked, 1 scored: a window needs 12 distinct frames and the video has 8"]
+    assert window.frames == list(range(8))
+    assert window.timestamps == [round(0.1 * frame, 6) for frame in range(8)]
+
+
+def test_calibration_keeps_a_temperature_only_when_it_helps_videos_it_was_not_fitted_on():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    # Classes N(-0.5, 1) and N(0.5, 1): x itself is the true log-odds, so x is calibrated and 6x far too sure.
+    x = np.where(labels == 1, rng.normal(0.5, 1, 200), rng.normal(-0.5, 1, 200))
+    overconfident = calibrate(labels, 6 * x, 0.05)
+    assert overconfident["temperature_kept"] and overconfident["held_out_nll_gain"] > 0
+    assert overconfident["temperature"] == overconfident["fitted_temperature"] == pytest.approx(6, rel=0.2)
+    assert overconfident["ece_after"] < overconfident["ece_before"]
+    assert overconfident["config"]["calibration_temperature"] == overconfident["temperature"]
+    calibrated = calibrate(labels, x, 0.05)  # fitting still moves the temperature, but not to held-out videos' good
+    assert not calibrated["temperature_kept"] and calibrated["held_out_nll_gain"] <= 0
+    assert calibrated["temperature"] == 1.0 != calibrated["fitted_temperature"]
+    assert calibrated["notes"] == [
+        f"temperature scaling (fitted {calibrated['fitted_temperature']:.3f}) did not lower the held-out NLL of the "
+        "validation videos (cross-validated): temperature 1 is kept"
+    ]
+    one_class = calibrate(np.zeros(10, dtype=int), rng.normal(size=10), 0.05)
+    assert one_class["temperature"] == 1.0 and "eer_threshold" not in one_class
+    assert held_out_temperature_gain(np.array([0, 1, 1]), np.array([-1.0, 1.0, 2.0])) is None  # too few to hold out
+
+
+def test_the_threshold_holds_the_real_validation_videos_to_the_target_rate():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], [200, 50])
+    log_odds = np.where(labels == 1, rng.normal(3, 1, 250), rng.normal(-3, 1, 250))
+    result = calibrate(labels, log_odds, 0.05)
+    assert result["false_positive_rate"] <= 0.05
+    assert result["config"]["decision_threshold"] == result["threshold"]
+    assert result["real_log_odds"]["mean"] == pytest.approx((log_odds[labels == 0] / result["temperature"]).mean())
+    # The equal-error threshold matches sklearn's ROC curve.
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(labels, log_odds, drop_intermediate=False)
+    crossing = int(np.argmax(fpr >= 1 - tpr))
+    assert eer_threshold(labels, log_odds)["eer_threshold"] == pytest.approx(sigmoid(thresholds[crossing]))

@@ -6,6 +6,7 @@ and followed by training, the pipeline, `dfd predict` and the Endpoints handler.
 """
 
 import base64
+import io
 import json
 import logging
 import subprocess
@@ -23,7 +24,7 @@ from conftest import REPO_ROOT, write_video
 from dfd.faces_dfd import FACE_EXTRA, FaceDetector, crop_boxes, face_tracks, shots
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.synthetic_videos import face_scene, grass_background
-from dfd.tools.training_data import FrameCache
+from dfd.tools.train.frame_cache import FrameCache
 
 
 HEIGHT, WIDTH = 360, 640
@@ -354,7 +355,7 @@ def test_without_the_face_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)
     outcome = in_a_new_thread(lambda: DFDVideoProcessor(crop="face")(np.zeros((2, 32, 32, 3), dtype=np.uint8)))
     assert isinstance(outcome["error"], ImportError)
-    assert str(outcome["error"]) == f'crop="face" needs a face detector: {FACE_EXTRA}'
+    assert str(outcome["error"]) == f'crop="face" needs the face detector: {FACE_EXTRA}'
     assert "dfd-detector[face]" in FACE_EXTRA
 
 
@@ -441,13 +442,17 @@ def test_a_model_trained_on_face_crops_predicts_on_face_crops_everywhere(face_mo
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["score"] == pytest.approx(reference, abs=1e-5)
 
-    from dfd.tools.app import VideoAnalyzer, load_scorer
+    from dfd.cards_dfd import VideoReport
+    from dfd.page_dfd import VideoAnalyzer, VideoInput
+    from dfd.tools.loading import load_scorer
 
-    analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"), work_dir=tmp_path)
-    (page,) = analyzer.analyze([("v.mp4", str(video), True)], 1)
+    analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"))
+    events = analyzer.analyze([VideoInput("v.mp4", str(video), True)], 1)
+    (page,) = [event for event in events if isinstance(event, VideoReport)]
     assert page.record["score"] == pytest.approx(reference, abs=1e-5)
-    (shown,) = {PIL.Image.open(path).size for path, _ in page.frames}  # the square face crops, not the 4:3 frames
-    assert shown[0] == shown[1] and len(page.frames) == 4
+    # The square face crops, not the 4:3 frames.
+    (shown,) = {PIL.Image.open(io.BytesIO(thumbnail.jpeg)).size for thumbnail in page.thumbnails}
+    assert shown[0] == shown[1] and len(page.thumbnails) == 4
 
     from dfd.handler import EndpointHandler
 

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, numbered_frames, write_video
+from conftest import REPO_ROOT, numbered_frames, python_fetching_from_loopback, write_video
 
 
 # Runs in the endpoint's folder. `dfd` is installed in this venv (editable): hide it, as on a real endpoint.
@@ -35,9 +35,6 @@ for options, request in json.load(sys.stdin):  # options: the constructor argume
     try:
         if key not in handlers:
             handlers[key] = EndpointHandler(sys.argv[1], **options)
-            # The test's own server listens on 127.0.0.1: the test-only switch of the fetcher, never a request's.
-            fetching = sys.modules[handlers[key].inference.fetch.__module__]
-            fetching.TEST_ALLOWED_ADDRESSES = frozenset(json.loads(sys.argv[2]))
         response = handlers[key](request)
     except ValueError as error:
         response = {"error": str(error)}
@@ -48,11 +45,11 @@ assert not any(name == "dfd" or name.startswith("dfd.") for name in sys.modules)
 
 @pytest.fixture(scope="module")
 def endpoint_dir(tiny_detector_dir, tmp_path_factory):
-    """A model repo as the endpoint downloads it: the exported detector plus handler.py and the module it imports."""
+    """A model repo as the endpoint downloads it: an export, which holds handler.py and what it loads."""
     folder = tmp_path_factory.mktemp("endpoint") / "repository"
     shutil.copytree(tiny_detector_dir, folder)
-    for name in ("handler.py", "inference.py"):
-        shutil.copy(REPO_ROOT / name, folder / name)
+    for name in ("handler.py", "scoring_dfd.py"):
+        assert (folder / name).read_bytes() == (REPO_ROOT / name).read_bytes()
     return folder
 
 
@@ -85,14 +82,16 @@ def encode(path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], allowed_addresses=(), **environment) -> list:
+def run_endpoint(endpoint_dir, requests: list[tuple[dict, dict]], loopback=False, **environment) -> list:
     """
     The response (or `{"error": ...}`) to each (handler options, request) pair, from one endpoint process that
-    builds a handler per distinct options. `allowed_addresses`: the fetcher's test-only exceptions to its address rules.
+    builds a handler per distinct options. `loopback`: its fetcher is patched to download from the test's own server
+    on 127.0.0.1 (conftest's `python_fetching_from_loopback`).
     """
     environment.setdefault("DFD_ALLOW_LOCAL_PATHS", "")  # the default, whatever this shell sets
+    command = [sys.executable, "-c", ENDPOINT, str(endpoint_dir)]
     result = subprocess.run(
-        [sys.executable, "-c", ENDPOINT, str(endpoint_dir), json.dumps(list(allowed_addresses))],
+        python_fetching_from_loopback(*command[1:]) if loopback else command,
         input=json.dumps(requests),
         capture_output=True,
         text=True,
@@ -134,7 +133,7 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     responses = run_endpoint(
         endpoint_dir,
         [({}, request) for request in requests] + [({"allow_local_paths": True}, request) for request in path_requests],
-        allowed_addresses=["127.0.0.1"],
+        loopback=True,
         DFD_MAX_INPUT_BYTES=str(max_bytes),
         DFD_MAX_DURATION_SECONDS="5",
         DFD_MAX_WINDOWS="3",
@@ -144,33 +143,34 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     by_relative_path, too_large, too_large_url, too_long, not_base64, not_video, many, *responses = responses
     low_threshold, *bad_thresholds = responses
 
-    # Same numbers as processor + model in this process, sorted by score.
+    # Same numbers as processor + model in this process; each entry's score is its label's probability.
     (scores,) = tiny_detector_scores([short])
     expected = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     assert [entry["label"] for entry in plain] == [label for label, _ in expected]
     assert [entry["score"] for entry in plain] == pytest.approx([score for _, score in expected], abs=1e-5)
-    # The verdict (first) says at which threshold, and which windows reached it: the whole video's one, if fake.
-    assert plain[0]["threshold"] == 0.5 and plain[0]["mean_score"] == pytest.approx(scores["fake"], abs=1e-5)
+    # The verdict (first) carries the whole record: the threshold, and which windows reached it.
+    assert plain[0]["threshold"] == 0.5 and plain[0]["fake_score"] == pytest.approx(scores["fake"], abs=1e-5)
+    assert plain[0]["mean_fake_probability"] == pytest.approx(scores["fake"], abs=1e-5)
     fake = plain[0]["label"] == "fake"
     assert [(window["start"], window["end"]) for window in plain[0]["flagged_windows"]] == [(0.0, 1.56)] * fake
     assert by_url == plain  # the same bytes, however they arrive
 
     # Paths on the endpoint are off by default, and refused alike whether the file exists or not.
-    paths_off = "paths on the endpoint are refused unless DFD_ALLOW_LOCAL_PATHS=1"
-    assert by_path == by_missing_path == {"error": f"'inputs' is a path: {paths_off}"}
-    assert by_relative_path == {"error": f"'inputs' is neither an http(s) URL nor base64-encoded video ({paths_off})"}
+    paths_off = "paths on the server are refused unless DFD_ALLOW_LOCAL_PATHS=1"
+    assert by_path == by_missing_path == {"error": f"'inputs': a path: {paths_off}"}
+    assert by_relative_path == {"error": f"'inputs': neither an http(s) URL nor base64-encoded video ({paths_off})"}
     # A handler built with allow_local_paths=True (or DFD_ALLOW_LOCAL_PATHS=1) reads them.
     assert by_allowed_path == plain
     assert by_allowed_missing_path == {
-        "error": "'inputs' is neither an http(s) URL, an existing file, nor base64-encoded video"
+        "error": "'inputs': neither an http(s) URL, an existing file, nor base64-encoded video"
     }
 
     (top,) = with_windows
-    assert set(top) == {"label", "score", "threshold", "flagged_windows", "mean_score", "windows"}
+    assert set(top) == set(plain[0]) and "path" not in top
     assert [(window["start"], window["end"]) for window in top["windows"]] == [(0.0, 0.76), (0.8, 1.56)]
-    # The rule's score: the top window's fake probability (for a real verdict, the real class's complement).
-    pick = max if top["label"] == "fake" else min
-    assert top["score"] == pytest.approx(pick(window["score"] for window in top["windows"]), abs=1e-6)
+    # The rule's score: the top window's fake probability; `score` is the verdict's probability.
+    assert top["fake_score"] == pytest.approx(max(window["fake_probability"] for window in top["windows"]), abs=1e-6)
+    assert top["score"] == pytest.approx(top["fake_score"] if top["label"] == "fake" else 1 - top["fake_score"])
     assert with_clips == with_windows
 
     assert low_threshold[0]["label"] == "fake" and low_threshold[0]["threshold"] == 1e-6
@@ -179,12 +179,14 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
         assert refused == {"error": f"parameter 'threshold' must be a number in (0, 1), got {value}"}
 
     for refused in (too_large, too_large_url):  # base64 is refused on its length, before decoding
-        assert refused["error"].startswith("the video is ")
+        assert refused["error"].startswith("'inputs': the video is ")
         assert refused["error"].endswith(f" bytes, above the {max_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)")
-    assert too_long == {"error": "the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"}
+    assert too_long == {
+        "error": "'inputs': the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"
+    }
     assert not_base64 == by_relative_path
-    assert not_video["error"].startswith("cannot read the video: ")
-    assert many == {"error": "'windows' is 4, above the limit of 3 (DFD_MAX_WINDOWS)"}
+    assert not_video["error"].startswith("'inputs': not a video FFmpeg can read")
+    assert many == {"error": "parameter 'windows': 4 windows asked, above the limit of 3 (DFD_MAX_WINDOWS)"}
 
 
 
@@ -206,9 +208,11 @@ def test_endpoint_reads_no_file_and_fetches_no_address_of_the_server(endpoint_di
     ]
     existing, missing, by_ip, by_name = run_endpoint(endpoint_dir, [({}, request) for request in requests])
     # Refused alike whether the named file exists or not: nothing to learn about the server's files.
-    assert existing == missing == {"error": f"cannot read the video: {FORMAT_REFUSED}"}
-    assert by_ip == {"error": "cannot download: 127.0.0.1 is a loopback address; only public addresses are fetched"}
-    assert by_name["error"].startswith("cannot download: localhost (")
+    assert existing == missing == {"error": f"'inputs': {FORMAT_REFUSED}"}
+    assert by_ip == {
+        "error": "'inputs': cannot download: 127.0.0.1 is a loopback address; only public addresses are fetched"
+    }
+    assert by_name["error"].startswith("'inputs': cannot download: localhost (")
     assert by_name["error"].endswith(") is a loopback address; only public addresses are fetched")
 
 
@@ -228,18 +232,25 @@ def test_endpoint_validates_every_request_shape(endpoint_dir, served_videos):
         ({"inputs": plain, "parameters": {"windows": True}}, f"parameter 'windows' must be {whole}, got True"),
         ({"inputs": plain, "parameters": {"windows": 1.5}}, f"parameter 'windows' must be {whole}, got 1.5"),
         ({"inputs": plain, "parameters": {"windows": 0}}, f"parameter 'windows' must be {whole}, got 0"),
-        ({"inputs": plain, "parameters": {"windows": 9}}, "'windows' is 9, above the limit of 3 (DFD_MAX_WINDOWS)"),
+        (
+            {"inputs": plain, "parameters": {"windows": 9}},
+            "parameter 'windows': 9 windows asked, above the limit of 3 (DFD_MAX_WINDOWS)",
+        ),
+        (
+            {"inputs": plain, "parameters": {"window": 2}},
+            "unknown parameter(s) 'window'; accepted: windows, threshold, top_k",
+        ),
         ({"inputs": plain, "parameters": {"top_k": {}}}, f"parameter 'top_k' must be {whole}, got {{}}"),
         ({"inputs": plain, "parameters": {"top_k": -1}}, f"parameter 'top_k' must be {whole}, got -1"),
         # Python's json reads Infinity and NaN (as the toolkit's parser may).
         ({"inputs": plain, "parameters": {"clips": float("inf")}}, f"parameter 'clips' must be {whole}, got inf"),
         ({"inputs": plain, "parameters": {"top_k": float("nan")}}, f"parameter 'top_k' must be {whole}, got nan"),
-        ({"inputs": "data:video/mp4"}, "'inputs' is a data: URL without a comma before its base64 video"),
-        ({"inputs": ["a"]}, "'inputs' must be a string or bytes, got list"),
-        ({"parameters": {}}, "the request has no 'inputs' (a base64-encoded video, an http(s) URL or a path)"),
+        ({"inputs": "data:video/mp4"}, "'inputs': a data: URL without a comma before its base64 video"),
+        ({"inputs": ["a"]}, "'inputs': a video must be a path, an http(s) URL or bytes, got list"),
+        ({"parameters": {}}, "the request has no 'inputs' (a base64-encoded video, a data: URL or an http(s) URL)"),
         (
             {"inputs": encode(single_keyframe)},
-            "cannot read the video: the requested frames take decoding 300 frames, above the 200 frame limit "
+            "'inputs': the requested frames take decoding 300 frames, above the 200 frame limit "
             "(DFD_MAX_DECODED_FRAMES)",
         ),
     ]
@@ -283,8 +294,8 @@ def test_the_endpoint_runs_in_the_precision_dfd_dtype_names(endpoint_dir, served
     (fp32,) = run_endpoint(endpoint_dir, requests)  # conftest's DFD_DTYPE=fp32
     (int8,) = run_endpoint(endpoint_dir, requests, DFD_DTYPE="int8")
     (scores,) = tiny_detector_scores([short])
-    assert [entry["score"] for entry in fp32 if entry["label"] == "fake"] == pytest.approx([scores["fake"]], abs=1e-5)
-    int8_fake = next(entry["score"] for entry in int8 if entry["label"] == "fake")
+    assert fp32[0]["fake_score"] == pytest.approx(scores["fake"], abs=1e-5)
+    int8_fake = int8[0]["fake_score"]
     assert int8_fake == pytest.approx(scores["fake"], abs=0.05) and int8_fake != pytest.approx(scores["fake"], abs=1e-7)
 
 
@@ -333,7 +344,7 @@ def test_a_16000x16000_video_is_refused_without_decoding_it(endpoint_dir, served
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)
     assert measured["response"] == {
-        "error": "cannot read the video: frames of 16000x16000 (256,000,000 pixels) are above the limit of "
+        "error": "'inputs': frames of 16000x16000 (256,000,000 pixels) are above the limit of "
         "33,177,600 pixels per frame (DFD_MAX_FRAME_PIXELS)"
     }
     # The full-resolution frame alone would be 768 MB as RGB (384 MB as decoded YUV). What opening the file costs is

@@ -6,8 +6,8 @@ from pathlib import Path
 from huggingface_hub import is_offline_mode
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
-from transformers import AutoModelForVideoClassification, AutoVideoProcessor
-
+from ..modeling_dfd import DFDForVideoClassification
+from ..processing_dfd import DFDVideoProcessor
 from ..scoring_dfd import VideoScorer, default_dtype
 
 
@@ -24,9 +24,11 @@ def looks_like_path(name: str) -> bool:
 
 def load_detector(name_or_path: str):
     """
-    (model, processor) of a detector folder or Hub repo, with its code (trust_remote_code). Raises OSError with the
-    reason, without the name: no such folder, not a folder, the Hub unreachable (offline or no network) and the repo
-    not cached, or transformers' own reason (no such repo, no weights, ...).
+    (model, processor) of a detector folder or Hub repo, built by this package's own classes from the folder's
+    config.json, video_preprocessor_config.json and weights: the installed code runs, never the copy of it a model
+    folder carries (which may be an older release's). Raises OSError with the reason, without the name: no such
+    folder, not a folder, the Hub unreachable (offline or no network) and the repo not cached, or transformers' own
+    reason (no such repo, no weights, ...).
     """
     path = Path(name_or_path).expanduser()
     if path.exists() and not path.is_dir():
@@ -35,7 +37,7 @@ def load_detector(name_or_path: str):
         raise OSError("no such folder")
     source = str(path) if path.is_dir() else name_or_path
     try:
-        model = AutoModelForVideoClassification.from_pretrained(source, trust_remote_code=True)
+        model = DFDForVideoClassification.from_pretrained(source)
     except OSError as error:
         if isinstance(error.__cause__, LocalEntryNotFoundError):  # what huggingface_hub raises offline or unconnected
             why = "HF_HUB_OFFLINE is set" if is_offline_mode() else "no connection"
@@ -44,7 +46,7 @@ def load_detector(name_or_path: str):
                 "a local folder too"
             ) from None
         raise
-    processor = AutoVideoProcessor.from_pretrained(source, trust_remote_code=True)
+    processor = DFDVideoProcessor.from_pretrained(source)
     return model, processor
 
 

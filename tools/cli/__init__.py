@@ -5,6 +5,7 @@
     dfd convert best_model.pt --output checkpoints/dfd-converted --clip openai/clip-vit-large-patch14
     dfd serve --model runs/dfd/model                # the web page, on 127.0.0.1
     dfd space --model ORG/NAME --output my-space    # a ready Hugging Face Space folder for the model
+    dfd data index dfd /data/FaceForensics++ --output dfd.csv   # a dataset as downloaded -> a manifest
 
 Errors are printed as one line (`--debug` shows the traceback). Exit status: 0 on success, 1 on failure (for
 `predict`: when any input could not be scored; the others are still scored and written), 2 on usage errors.
@@ -17,7 +18,7 @@ from huggingface_hub.utils import logging as hub_logging
 from transformers.utils import logging
 
 from .. import app, space
-from . import convert, demo, init, predict
+from . import convert, data, demo, init, predict
 from .common import CommandError
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (predict, init, convert, demo, app, space):
+    for command in (predict, init, convert, demo, app, space, data):
         command.add_parser(subparsers, parent)
     return parser
 

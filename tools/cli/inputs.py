@@ -2,12 +2,14 @@
 
 Folder walks and `**` follow symbolic links but enter every real folder once, so a link back to a parent ends
 instead of looping, and a file reached through several links or spellings is one video (compared by device and
-inode, not by name).
+inode, not by name). A folder walk that finds a video and its extracted frames scores the video once (see
+`frames_of_videos`).
 """
 
 import fnmatch
 import glob
 import os
+from collections import defaultdict
 from collections.abc import Iterator
 
 from ...decoding_dfd import FRAME_IMAGE_EXTENSIONS
@@ -76,6 +78,27 @@ def walk_folder(folder: str, seen_folders: set) -> Iterator[str]:
                 yield from walk_folder(path, seen_folders)
         elif os.path.splitext(entry.name)[1].lower() in VIDEO_EXTENSIONS and _is_file(entry):
             yield path
+
+
+def frames_of_videos(paths: list[str]) -> set[str]:
+    """
+    The frame folders among `paths` that hold the frames of a video also among them: a frame folder named as a video
+    file (its stem) that lies below the folder holding the frame folder's parent. DeepfakeBench extracts every
+    `<dir>/**/<video>.mp4` into `<dir>/frames/<video>/` (Celeb-DF's `Celeb-real/frames/id0_0000/` beside
+    `Celeb-real/id0_0000.mp4`): scoring both would count each video twice. A frame folder without its video is kept.
+    """
+    videos = defaultdict(list)  # stem -> video files
+    for path in paths:
+        if os.path.isfile(path):
+            videos[os.path.splitext(os.path.basename(path))[0]].append(path)
+    duplicates = set()
+    for path in paths:
+        above = os.path.dirname(os.path.dirname(path))
+        if os.path.isdir(path) and any(
+            os.path.commonpath([video, above]) == above for video in videos[os.path.basename(path)]
+        ):
+            duplicates.add(path)
+    return duplicates
 
 
 def _folders_below(folder: str, seen_folders: set) -> Iterator[str]:
@@ -152,7 +175,9 @@ def expand_inputs(patterns: list[str]) -> list[str | VideoError]:
             return
         if file_identity(folder) in seen_folders:  # walked already, as part of an earlier input
             return
-        videos = list(walk_folder(folder, seen_folders))
+        found = list(walk_folder(folder, seen_folders))
+        duplicates = frames_of_videos(found)
+        videos = [path for path in found if path not in duplicates]
         if not videos:
             entries.append(
                 VideoError(folder, f"no video files ({', '.join(VIDEO_EXTENSIONS)}) or frame folders in folder")

@@ -1,4 +1,5 @@
-"""The precision inference runs in: bf16 where the CPU or GPU computes it natively, fp32 elsewhere, int8 on request."""
+"""Scoring videos through the pipeline's pieces (`VideoScorer`), and the precision it runs in: bf16 where the CPU or GPU
+computes it natively, fp32 elsewhere, int8 on request."""
 
 import json
 import subprocess
@@ -10,15 +11,12 @@ import torch
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
 from conftest import numbered_frames, write_video
-from dfd.inference import (
-    DTYPE_VARIABLE,
-    VideoExplainer,
-    VideoScorer,
-    cpu_has_bf16,
-    default_dtype,
-    quantize_linear_layers,
-)
+from dfd.explaining_dfd import VideoExplainer
+from dfd.inputs_dfd import Limits
 from dfd.modeling_dfd import DFDForVideoClassification
+from dfd.results_dfd import VideoError, VideoPrediction
+from dfd.scoring_dfd import VideoScorer, cpu_has_bf16, default_dtype, quantize_linear_layers
+from dfd.settings_dfd import DTYPE as DTYPE_VARIABLE
 
 
 CPU = torch.device("cpu")
@@ -89,7 +87,7 @@ def test_the_suite_runs_fp32():
 def video_paths(tmp_path_factory):
     folder = tmp_path_factory.mktemp("precision_videos")
     return [
-        str(write_video(folder / "dark.mp4", numbered_frames(30)[:15], fps=10)),
+        str(write_video(folder / "dark.mp4", numbered_frames(30)[:15], fps=10)),  # one window only: 15 frames
         str(write_video(folder / "ramp.mp4", numbered_frames(40, 48, 80), fps=10)),
     ]
 
@@ -101,7 +99,7 @@ def scorer(tiny_detector_dir, dtype) -> VideoScorer:
 
 
 def fake_probabilities(scorer: VideoScorer, paths) -> list[float]:
-    return [window.scores["fake"] for result in scorer.predict(paths) for window in result.windows]
+    return [window.fake_probability for result in scorer.predict(paths) for window in result.windows]
 
 
 def test_int8_and_bf16_score_like_fp32(tiny_detector_dir, video_paths):
@@ -138,9 +136,8 @@ def test_int8_is_refused_on_a_gpu_and_for_gradient_explanations(tiny_detector_di
     processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
     with pytest.raises(ValueError, match="int8 .* runs on the CPU only, not on cuda"):
         VideoScorer(model, processor, "cuda", torch.qint8)
-    explainer = VideoExplainer(scorer(tiny_detector_dir, torch.qint8), choose=lambda prediction: [0])
     with pytest.raises(ValueError, match="integrated_gradients needs gradients, which int8 layers do not pass"):
-        next(explainer.explain(video_paths[:1]))
+        VideoExplainer(scorer(tiny_detector_dir, torch.qint8))
 
 
 def test_predict_dtype_int8_scores_real_videos_end_to_end(tiny_detector_dir, video_paths, tiny_detector_scores):
@@ -156,7 +153,7 @@ def test_predict_dtype_int8_scores_real_videos_end_to_end(tiny_detector_dir, vid
     records = json.loads(result.stdout)
     assert [record["path"] for record in records] == video_paths
     reference = [scores["fake"] for scores in tiny_detector_scores(video_paths)]
-    assert [record["score"] for record in records] == pytest.approx(reference, abs=0.05)
+    assert [record["fake_score"] for record in records] == pytest.approx(reference, abs=0.05)
 
     maps = Path(video_paths[0]).parent / "maps"
     result = subprocess.run(
@@ -164,3 +161,71 @@ def test_predict_dtype_int8_scores_real_videos_end_to_end(tiny_detector_dir, vid
     )
     assert result.returncode == 2
     assert "--explain needs gradients, which int8 layers do not pass" in result.stderr
+
+
+def test_a_bad_video_is_its_one_line_error_and_the_others_are_scored(tiny_detector_dir, video_paths, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    results = list(scorer(tiny_detector_dir, torch.float32).predict([video_paths[0], str(broken), video_paths[1]]))
+    assert [type(result) for result in results] == [VideoPrediction, VideoError, VideoPrediction]
+    assert results[1].path == str(broken) and results[1].reason.startswith("not a video FFmpeg can read")
+    assert results[1].to_dict() == {"path": str(broken), "error": results[1].reason}
+
+
+def test_the_scorer_answers_as_the_pipeline_whatever_the_batch(tiny_detector_dir, video_paths):
+    """One video's windows may span forward batches and share them with the next video's."""
+    from transformers import pipeline
+
+    classifier = pipeline("video-classification", model=str(tiny_detector_dir), trust_remote_code=True)
+    expected = [entries[0] for entries in classifier(video_paths, windows=2)]
+    for batch_size in (1, 3, 8):
+        one = scorer(tiny_detector_dir, torch.float32)
+        one.batch_size = batch_size
+        records = [prediction.to_dict() for prediction in one.predict(video_paths, windows=2)]
+        for record, entry in zip(records, expected):
+            assert record["label"] == entry["label"] and len(record["windows"]) == len(entry["windows"])
+            assert record["fake_score"] == pytest.approx(entry["fake_score"], abs=1e-6)
+
+
+def test_kept_pixel_values_are_the_windows_the_model_saw(tiny_detector_dir, video_paths):
+    one = scorer(tiny_detector_dir, torch.float32)
+    (plain,) = one.predict(video_paths[1:], windows=2)
+    (kept,) = one.predict(video_paths[1:], windows=2, keep_pixel_values=True)
+    assert plain.pixel_values is None and "pixel_values" not in kept.to_dict()
+    expected = one.processor(video_paths[1], windows=2, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(kept.pixel_values, expected, rtol=0, atol=0)
+
+
+FORMAT_REFUSED = (
+    "not a self-contained video file: playlists, concat lists, image sequences and other formats that can name "
+    "other files or URLs are refused"
+)
+
+
+def test_a_failing_video_becomes_its_error_and_the_batch_goes_on(tmp_path, tiny_detector_dir, monkeypatch):
+    from transformers import AutoModelForVideoClassification, AutoVideoProcessor
+
+    model = AutoModelForVideoClassification.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+    processor = AutoVideoProcessor.from_pretrained(tiny_detector_dir, trust_remote_code=True)
+    good = write_video(tmp_path / "good.mp4", numbered_frames(30))
+    # One keyframe, 600 frames: every frame up to the last wanted one must be decoded.
+    long = write_video(tmp_path / "long.mp4", numbered_frames(600, 32, 32), fps=100, gop=10_000)
+    listing = tmp_path / "list.mp4"
+    listing.write_text(f"ffconcat version 1.0\nfile '{good}'\n")
+    large = write_video(tmp_path / "large.mp4", numbered_frames(30, 128, 128))  # over the pixel limit set below
+    monkeypatch.setenv("DFD_MAX_FRAME_PIXELS", str(64 * 64))
+    scorer = VideoScorer(model, processor, limits=Limits(max_decoded_frames=500))
+    good_alone = list(scorer.predict([good]))[0]
+    results = list(scorer.predict([good, long, good, listing, good, large, good], windows=1))
+    kinds = [VideoPrediction, VideoError] * 3 + [VideoPrediction]
+    assert [type(result) for result in results] == kinds
+    assert str(results[1]) == (
+        f"{long}: the requested frames take decoding 600 frames, above the 500 frame limit (DFD_MAX_DECODED_FRAMES)"
+    )
+    assert str(results[3]) == f"{listing}: {FORMAT_REFUSED}"
+    assert str(results[5]) == (
+        f"{large}: frames of 128x128 (16,384 pixels) are above the limit of 4,096 pixels per frame "
+        "(DFD_MAX_FRAME_PIXELS)"
+    )
+    for result in results[::2]:
+        assert result.fake_score == pytest.approx(good_alone.fake_score, abs=1e-6)

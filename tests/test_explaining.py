@@ -2,6 +2,7 @@
 point at that region, `dfd predict --explain` writes one PNG per flagged window, and the web page shows the most
 suspicious window's. How faithful each method is, and what it costs, is measured by benchmarks/bench_explain.py."""
 
+import io
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO_ROOT, write_video
-from dfd.inference import EXPLANATION_METHODS, VideoExplainer, VideoScorer
+from dfd.explaining_dfd import EXPLANATION_METHODS, VideoExplainer
+from dfd.scoring_dfd import VideoScorer
 from dfd.tools.export import save_detector
 from dfd.tools.synthetic_videos import TextureSettings, manipulated_region_clip, texture_clip
 
@@ -73,43 +75,55 @@ def real_video(tmp_path_factory):
 def test_default_heatmaps_put_most_mass_inside_the_manipulated_region(scorer, fakes):
     explainer = VideoExplainer(scorer)
     assert explainer.method == "integrated_gradients"
-    predictions = list(scorer.predict([path for path, _ in fakes]))
     shares = []
-    for (path, region), explanation, prediction in zip(fakes, explainer.explain([p for p, _ in fakes]), predictions):
-        assert explanation.prediction.score == pytest.approx(prediction.score, abs=1e-5)
-        (window,) = explanation.windows  # one window, and a fake flags it
+    for (path, region), prediction in zip(fakes, scorer.predict([path for path, _ in fakes], keep_pixel_values=True)):
+        (window,) = explainer.explain(prediction)  # one window, and a fake flags it
         assert window.window == 0 and window.fake_probability > 0.5
         assert window.heatmaps.shape == (NUM_FRAMES, GRID, GRID)
         assert (window.heatmaps >= 0).all() and window.heatmaps.sum() == pytest.approx(1, abs=1e-5)
         assert window.frame_shares.shape == (NUM_FRAMES,) and window.frame_shares.sum() == pytest.approx(1, abs=1e-5)
-        assert window.timestamps == prediction.windows[0].timestamps
+        assert (window.frames, window.timestamps) == (prediction.windows[0].frames, prediction.windows[0].timestamps)
         # The frames the model saw: the file's frames (lossless but for the yuv420p conversion).
-        assert window.frames.shape == (NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3) and window.frames.dtype == np.uint8
+        assert window.images.shape == (NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, 3) and window.images.dtype == np.uint8
         shares.append(region_share(window.heatmaps, region, PATCH))
     assert min(shares) > 0.5, shares
     assert np.mean(shares) > 4 * UNIFORM_SHARE, shares
 
 
 @pytest.mark.parametrize("method", EXPLANATION_METHODS)
-def test_every_method_gives_normalised_patch_heatmaps_for_every_window_asked_for(scorer, fakes, method):
-    explainer = VideoExplainer(scorer, method, steps=4, choose=lambda prediction: [1, 0])
-    (explanation,) = explainer.explain([fakes[0][0]], num_windows=2)
-    assert [window.window for window in explanation.windows] == [1, 0]
-    for window in explanation.windows:
+def test_every_method_gives_normalised_patch_heatmaps_for_every_window_asked_for(scorer, long_fake, method):
+    explainer = VideoExplainer(scorer, method, steps=4)
+    (prediction,) = scorer.predict([long_fake], windows=2, keep_pixel_values=True)
+    windows = explainer.explain(prediction, [1, 0])
+    assert [window.window for window in windows] == [1, 0]
+    for window in windows:
         assert window.heatmaps.shape == (NUM_FRAMES, GRID, GRID)
         assert (window.heatmaps >= 0).all() and window.heatmaps.sum() == pytest.approx(1, abs=1e-5)
-        assert window.timestamps == explanation.prediction.windows[window.window].timestamps
+        assert window.timestamps == prediction.windows[window.window].timestamps
     with pytest.raises(ValueError, match="method must be one of"):
         VideoExplainer(scorer, "saliency")
+    (plain,) = scorer.predict([long_fake], windows=2)
+    with pytest.raises(ValueError, match="score with keep_pixel_values=True to explain it"):
+        explainer.explain(plain)
 
 
-def test_only_flagged_windows_are_explained_and_bad_videos_are_errors(scorer, long_fake, real_video, tmp_path):
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"not a video")
-    real, fake, error = VideoExplainer(scorer).explain([real_video, long_fake, broken], num_windows=2)
-    assert real.prediction.flagged_windows == [] and real.windows == []
-    assert [window.window for window in fake.windows] == fake.prediction.flagged_windows == [0, 1]
-    assert error.path == str(broken) and error.reason
+def test_only_flagged_windows_are_explained(scorer, long_fake, real_video):
+    real, fake = scorer.predict([real_video, long_fake], windows=2, keep_pixel_values=True)
+    explainer = VideoExplainer(scorer, steps=4)
+    assert real.flagged_windows == [] and explainer.explain(real) == []
+    assert [window.window for window in explainer.explain(fake)] == fake.flagged_windows == [0, 1]
+
+
+def test_a_window_that_repeats_frames_is_explained_per_distinct_frame(scorer, tmp_path):
+    """A video shorter than a window: 3 frames sampled NUM_FRAMES times. Each frame's evidence is summed once."""
+    frames, _ = manipulated_region_clip(np.random.default_rng(3), SETTINGS, REGION_SIZE)
+    short = write_video(tmp_path / "short.mp4", frames[:3], fps=8)
+    (prediction,) = scorer.predict([short], keep_pixel_values=True)
+    assert prediction.pixel_values.shape[1] == NUM_FRAMES > 3
+    (window,) = VideoExplainer(scorer, steps=4).explain(prediction, [0])
+    assert window.frames == [0, 1, 2] and len(window.timestamps) == 3
+    assert window.images.shape[0] == window.heatmaps.shape[0] == 3
+    assert window.heatmaps.sum() == pytest.approx(1, abs=1e-5)
 
 
 def test_predict_explain_writes_one_png_per_flagged_window(detector, long_fake, real_video, tmp_path):
@@ -129,12 +143,15 @@ def test_predict_explain_writes_one_png_per_flagged_window(detector, long_fake, 
         assert image.format == "PNG" and image.width > 4 * IMAGE_SIZE and image.height > IMAGE_SIZE
 
 
-def test_web_page_explains_the_most_suspicious_window_of_a_flagged_video(scorer, long_fake, real_video, tmp_path):
-    from dfd.tools.app import VideoAnalyzer
+def test_web_page_explains_the_most_suspicious_window_of_a_flagged_video(scorer, long_fake, real_video):
+    from dfd.cards_dfd import VideoReport
+    from dfd.page_dfd import VideoAnalyzer, VideoInput
 
-    inputs = [("fake.mp4", str(long_fake)), ("real.mp4", str(real_video))]
-    flagged, unflagged = VideoAnalyzer(scorer, work_dir=tmp_path).analyze(inputs, 2, explain=True)
+    inputs = [VideoInput("fake.mp4", str(long_fake), True), VideoInput("real.mp4", str(real_video), True)]
+    events = VideoAnalyzer(scorer).analyze(inputs, 2, explain=True)
+    flagged, unflagged = [event for event in events if isinstance(event, VideoReport)]
     assert flagged.error is None and flagged.record["label"] == "fake"
-    with Image.open(flagged.explanation) as image:
-        assert image.format == "PNG"
-    assert unflagged.record["label"] == "real" and unflagged.explanation is None
+    for png in flagged.explanations:  # for wide screens and phones
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG"
+    assert unflagged.record["label"] == "real" and unflagged.explanations is None
