@@ -178,15 +178,25 @@ def test_inference_benchmark_compares_the_detector_with_bare_clip(tmp_path):
 
 def test_data_benchmark_reads_the_training_frame_cache(tmp_path):
     result, stdout = run_script("bench_data", tmp_path, "--cache-dir", str(tmp_path / "data"), "--workers", "0,1")
-    assert [(row["workers"], row["augment_on"]) for row in result["rows"]] == [
-        (0, "-"),
-        (0, "cpu"),
-        (1, "-"),
-        (1, "cpu"),
+    assert [(row["workers"], row["augment_on"], row["robust"]) for row in result["rows"]] == [
+        (0, "-", False),
+        (0, "cpu", False),
+        (0, "-", True),
+        (1, "-", False),
+        (1, "cpu", False),
+        (1, "-", True),
     ]
-    assert all(row["videos_per_s"] > 0 for row in result["rows"])
+    assert all(row["videos_per_s"] > 0 and row["ms_per_batch"] > 0 for row in result["rows"])
     assert any((tmp_path / "data" / "frame_cache").iterdir())
     assert result["goals"][0]["goal"] == "videos/s fed with <= 16 workers"
+
+
+def test_frame_cache_benchmark_fills_with_one_and_two_processes(tmp_path):
+    result, stdout = run_script("bench_frame_cache", tmp_path, "--cache-dir", str(tmp_path / "fill"))
+    assert [row["processes"] for row in result["rows"]] == [1, 2]
+    assert [row["decoded_per_process"] for row in result["rows"]] == ["4", "2, 2"]
+    assert all(row["videos_per_s_per_process"] > 0 and row["cache_mb_per_video"] > 0 for row in result["rows"])
+    assert "Frame cache fill, 4 videos each" in stdout
 
 
 def gpu_image_environment(tmp_path) -> dict:
