@@ -1,6 +1,7 @@
 """Hub-ready detector folders: the model, its processor and code, written in one step, plus the root configs."""
 
 import inspect
+import json
 import os
 import re
 import shutil
@@ -20,8 +21,9 @@ from .files import UMASK, write_atomically
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
 # What an Inference Endpoint loads from the exported folder, besides what the model's and processor's own
-# `save_pretrained` carry (their code, the pipeline config.json names, and what those import relatively).
-ENDPOINT_FILES = ("handler.py", "scoring_dfd.py")
+# `save_pretrained` carry (their code, the pipeline config.json names, and what those import relatively), and the
+# serving container (its server and the Dockerfile that builds its image).
+ENDPOINT_FILES = ("handler.py", "scoring_dfd.py", "serving_dfd.py", "Dockerfile")
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -66,23 +68,48 @@ def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
 
 def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
     """
-    handler.py, scoring_dfd.py and the siblings they import relatively (most are there already), and requirements.txt
-    with our `extras`' packages.
+    handler.py, scoring_dfd.py and the siblings they import relatively (most are there already), the serving
+    container's serving_dfd.py and Dockerfile, and requirements.txt with the server's packages and our `extras`'.
     """
     needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
-    for name in ENDPOINT_FILES:
+    for name in filter(lambda name: name.endswith(".py"), ENDPOINT_FILES):
         needed.update(Path(path) for path in get_relative_import_files(str(PACKAGE_ROOT / name)))
     for path in sorted(needed):
         shutil.copyfile(path, folder / path.name)
-    (folder / "requirements.txt").write_text(endpoint_requirements(extras), encoding="utf-8")
+    (folder / "requirements.txt").write_text(endpoint_requirements(("serve", *extras)), encoding="utf-8")
+
+
+def _without_local_paths(value):
+    """A config (JSON value) without the `_name_or_path` entries that are not Hub ids."""
+    if isinstance(value, dict):
+        return {
+            key: _without_local_paths(item)
+            for key, item in value.items()
+            if key != "_name_or_path" or (isinstance(item, str) and hub_id(item))
+        }
+    if isinstance(value, list):
+        return [_without_local_paths(item) for item in value]
+    return value
+
+
+def _forget_local_paths(config_file: Path):
+    """
+    Drop from a saved config.json the folders of this machine it names: `_name_or_path`, the model's and its
+    `vision_config`'s (copied from the CLIP checkpoint by `from_clip`), where it is a local path, not a Hub id.
+    """
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    kept = _without_local_paths(config)
+    if kept != config:  # written as transformers writes it
+        config_file.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def save_detector(model, processor, output_dir, readme: str | None = None, extra_files: dict | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
     weights, config.json, video_preprocessor_config.json and every Hub file they import, the pipeline included), the
-    Inference Endpoints files (handler.py, scoring_dfd.py, requirements.txt, which lists the face detector when the
-    processor crops faces), and README.md when given. `extra_files`: name ->
+    Inference Endpoints files (handler.py, scoring_dfd.py, the serving container's serving_dfd.py and Dockerfile,
+    requirements.txt, which lists the face detector when the processor crops faces), and README.md when given. No
+    file names a folder of this machine (config.json keeps `_name_or_path` only when it is a Hub id). `extra_files`: name ->
     function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
     the weights are replaced together with them.
 
@@ -96,6 +123,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
     staging.chmod(0o777 & ~UMASK)  # mkdtemp's private 0700 would carry over to the published folder
     try:
         model.save_pretrained(staging)
+        _forget_local_paths(staging / "config.json")
         processor.save_pretrained(staging)
         _copy_endpoint_files(staging, extras=("face",) if processor.crop == "face" else ())
         if readme is not None:
