@@ -24,7 +24,7 @@ DFD_AUTO_MAP = {
 }
 
 # pipeline("video-classification", trust_remote_code=True) runs the detector's own pipeline (pipeline_dfd.py): the
-# windows and decision rule of inference.py instead of transformers' one sampled clip.
+# windows and decision rule (processing_dfd.py, decision_dfd.py) instead of transformers' one sampled clip.
 DFD_CUSTOM_PIPELINES = {
     "video-classification": {
         "impl": "pipeline_dfd.DFDVideoClassificationPipeline",

@@ -88,6 +88,8 @@ def load_handler_module(folder: Path):
     spec = importlib.util.spec_from_file_location("handler", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, "hub_module"):
+        raise OSError(f"{path} predates the serving container: export the model again with this version of dfd")
     return module
 
 

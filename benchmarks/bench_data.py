@@ -25,7 +25,9 @@ from common import (
 )
 from dfd.configuration_dfd import DFDConfig
 from dfd.tools.export import processor_for
-from dfd.tools.training_data import CachedVideos, FrameCache, augment_videos, normalize_videos
+from dfd.tools.train.data import CachedVideos
+from dfd.tools.train.frame_cache import FrameCache
+from dfd.tools.train.transforms import augment_videos, normalize_videos
 
 
 BRIGHTNESS_JITTER = 0.2

@@ -14,33 +14,16 @@ adapters sit in the second half of the blocks, in one run:
 Random weights (nothing downloaded), fp32 on the CPU, bf16 autocast on a GPU.
 """
 
-import importlib
-import subprocess
-import sys
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from common import BENCHMARKS_DIR, base_parser, format_table, goal, measure_interleaved, parse_arguments, report
+from common import base_parser, format_table, goal, import_revision, measure_interleaved, parse_arguments, report
 from common import resolve_device
 from dfd.modeling_dfd import DFDForVideoClassification
 from models import benchmark_config
-
-
-def import_baseline(revision: str, folder: Path):
-    """The modeling module of git `revision`, imported as a package of its own from `folder`."""
-    package = folder / "dfd_baseline"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in ("modeling_dfd.py", "configuration_dfd.py"):
-        source = subprocess.run(
-            ["git", "show", f"{revision}:{name}"], cwd=BENCHMARKS_DIR.parent, check=True, capture_output=True
-        ).stdout
-        (package / name).write_bytes(source)
-    sys.path.insert(0, str(folder))
-    return importlib.import_module("dfd_baseline.modeling_dfd")
 
 
 def training_step(model, pixel_values, labels, device, input_needs_grad=False):
@@ -70,7 +53,8 @@ def main(argv=None):
     device = resolve_device(args.device)
 
     with tempfile.TemporaryDirectory(prefix="dfd-bench-prefix-") as folder:
-        baseline_module = import_baseline(args.baseline, Path(folder)) if args.baseline else None
+        baseline = import_revision(args.baseline, Path(folder), "dfd_baseline", ["modeling_dfd"]) if args.baseline else None
+        baseline_module = baseline.modeling_dfd if baseline else None
         rows = []
         for name in args.configs.split(","):
             num_layers = benchmark_config(name).vision_config.num_hidden_layers

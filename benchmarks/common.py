@@ -1,14 +1,18 @@
 """Helpers shared by the benchmark scripts: timing, machine facts, ratio tables and the JSON report."""
 
 import argparse
+import importlib
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import subprocess
+import sys
+import tarfile
 import time
 from collections.abc import Callable
 from datetime import date
+from io import BytesIO
 from pathlib import Path
 
 import torch
@@ -126,6 +130,27 @@ def machine_facts(device: torch.device) -> dict:
     for name in ("triton", "av", "datasets"):
         facts[name] = importlib.metadata.version(name) if importlib.util.find_spec(name) else None
     return facts
+
+
+def import_revision(revision: str, folder: Path, package: str, modules: list[str]):
+    """
+    The Hub files of git `revision` (the flat `*.py` files at the repository root) imported as the package `package`
+    from `folder`, beside this checkout's `dfd`: an earlier version measured against today's in one run. Imports
+    `modules` of it and returns the package.
+    """
+    archive = subprocess.run(
+        ["git", "-C", str(BENCHMARKS_DIR.parent), "archive", revision, "--", "*.py"], capture_output=True, check=True
+    ).stdout
+    root = folder / package
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(root, members=[member for member in tar if "/" not in member.name], filter="data")
+    (root / "__init__.py").touch()
+    spec = importlib.util.spec_from_file_location(package, root / "__init__.py", submodule_search_locations=[str(root)])
+    sys.modules[package] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[package])
+    for module in modules:
+        importlib.import_module(f"{package}.{module}")
+    return sys.modules[package]
 
 
 def format_table(title: str, columns: list[str], rows: list[dict]) -> str:

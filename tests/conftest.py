@@ -1,6 +1,7 @@
 """Shared fixtures: real mp4 files (the package's `write_video`) and a tiny CLIP checkpoint saved locally."""
 
 import os
+import subprocess
 import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -25,8 +26,9 @@ from dfd.decoding_dfd import read_video
 from dfd.processing_dfd import sample_frame_indices
 from dfd.tools.synthetic_videos import write_video  # tests import it from here
 
-# Tiny replicas of the field's datasets as downloaded (ffpp_replicas, celebdf_replica, ...).
-pytest_plugins = ["dataset_replicas"]
+# Tiny replicas of the field's datasets as downloaded (ffpp_replicas, celebdf_replica, ...), and the training tests'
+# fixtures and helpers (real runs of train_accelerate.py, a stand-in Hub).
+pytest_plugins = ["dataset_replicas", "training_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,6 +128,39 @@ def write_paused_video(path, frames, pause):
             for packet in stream.encode(video_frame):
                 container.mux(packet)
     return path
+
+
+def dfd(*args):
+    """The `dfd` command as a real subprocess: its CompletedProcess, output as text."""
+    command = [sys.executable, "-m", "dfd.tools.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """`error: ...` lines; the progress bar shares stderr, on lines of its own."""
+    return [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip().startswith("error:")]
+
+
+@pytest.fixture
+def run_dfd(capsys):
+    """`dfd ...` in this process (for commands whose subprocess start would dominate): (exit status, out, err)."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    from dfd.tools.cli import main
+
+    verbosities = transformers_logging.get_verbosity(), hub_logging.get_verbosity()
+
+    def run(*args):
+        status = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    yield run
+    # main() quiets transformers and huggingface_hub unless --debug.
+    transformers_logging.set_verbosity(verbosities[0])
+    hub_logging.set_verbosity(verbosities[1])
+    transformers_logging.enable_progress_bar()
 
 
 def tiny_clip_config():

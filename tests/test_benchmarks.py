@@ -309,3 +309,13 @@ def test_decision_rule_benchmark_scores_every_row(tmp_path, tiny_detector_dir):
         rules = ("top 1", "top 2", "top 3", "top 1, one threshold", "mean >= 0.5 (before)")
         assert len({row[rule] for rule in rules}) == 1
     assert "| real, 60 s | 1 |" in stdout
+
+
+def test_scoring_benchmark_times_batching_and_the_code_before_the_redesign(tmp_path):
+    result, stdout = run_script("bench_scoring", tmp_path)
+    assert result["batching"]["videos"] == 2 and result["batching"]["batch 1 / batch 8 (min)"] > 0
+    assert [row["part"] for row in result["before_after"]] == ["decode", "score"]
+    assert all(row["before min s"] > 0 and row["after min s"] > 0 for row in result["before_after"])
+    # The same weights score the same videos alike before and after.
+    assert result["agreement"]["max |fake score before - after|"] < 1e-5
+    assert "### Before (7a1debd) and after, same videos and weights" in stdout

@@ -12,23 +12,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from huggingface_hub.utils import logging as hub_logging
 from safetensors.torch import load_file
 from transformers import AutoModelForVideoClassification, AutoVideoProcessor
-from transformers.utils import logging as transformers_logging
 
-from conftest import numbered_frames, write_video
-from dfd.tools.cli import build_parser, main
+from conftest import dfd, error_lines, numbered_frames, write_video
+from dfd.tools.cli import main
 from dfd.modeling_dfd import resize_position_embeddings
 
 
 FPS = 25
 SHORT_FRAMES, LONG_FRAMES = 40, 90  # 1.6 s and 3.6 s at 25 fps
-
-
-def dfd(*args):
-    command = [sys.executable, "-m", "dfd.tools.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
 def in_folder(folder, *names) -> list[str]:
@@ -39,28 +32,6 @@ def clip_vision_weights(clip_dir) -> dict:
     """A saved CLIPVisionModel's tensors, named as inside `vision_model` (files may or may not carry that prefix)."""
     weights = load_file(clip_dir / "model.safetensors")
     return {name.removeprefix("vision_model."): tensor for name, tensor in weights.items()}
-
-
-def error_lines(stderr: str) -> list[str]:
-    """`error: ...` lines; the progress bar shares stderr, on lines of its own."""
-    return [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip().startswith("error:")]
-
-
-@pytest.fixture
-def run_dfd(capsys):
-    """`dfd ...` in this process (for commands whose subprocess start would dominate): (exit status, out, err)."""
-    verbosities = transformers_logging.get_verbosity(), hub_logging.get_verbosity()
-
-    def run(*args):
-        status = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    yield run
-    # main() quiets transformers and huggingface_hub unless --debug.
-    transformers_logging.set_verbosity(verbosities[0])
-    hub_logging.set_verbosity(verbosities[1])
-    transformers_logging.enable_progress_bar()
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +64,14 @@ def test_predict_csv_matches_the_model_and_exits_0(tiny_detector_dir, videos, re
     assert [row["path"] for row in rows] == list(reference_probabilities)
     for row in rows:
         # A model without window_duration or a threshold: one window, the card's prediction at 0.5, 4 decimals.
-        assert float(row["score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
-        assert len(row["score"].split(".")[1]) <= 4
-        assert row["label"] == ("fake" if float(row["score"]) >= 0.5 else "real")
+        assert float(row["fake_score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
+        assert len(row["fake_score"].split(".")[1]) <= 4
+        assert row["label"] == ("fake" if float(row["fake_score"]) >= 0.5 else "real")
+        # `score` is the verdict's probability: the fake score for fake, its complement for real.
+        expected = float(row["fake_score"]) if row["label"] == "fake" else 1 - float(row["fake_score"])
+        assert float(row["score"]) == pytest.approx(expected, abs=1e-4)
         assert row["threshold"] == "0.5" and row["rule"] == "top window"
-        assert row["mean_fake_probability"] == row["max_fake_probability"] == row["score"]
+        assert row["mean_fake_probability"] == row["max_fake_probability"] == row["fake_score"]
         total = SHORT_FRAMES if "short" in row["path"] else LONG_FRAMES
         flagged = f"0.00-{(total - 1) / FPS:.2f}s" if row["label"] == "fake" else "-"
         assert row["flagged_windows"] == flagged
@@ -139,7 +113,7 @@ def test_predict_table_reports_bad_inputs_on_their_own_line_and_exits_1(tiny_det
     assert truncated.startswith(f"error: {videos / 'truncated.mp4'}: ")
     assert "Traceback" not in result.stderr
     header, *rows = [line.split() for line in result.stdout.splitlines()]
-    assert header == ["video", "label", "score", "threshold", "flagged_windows", "mean", "windows"]
+    assert header == ["video", "label", "fake_score", "threshold", "flagged_windows", "mean", "windows"]
     assert [row[0] for row in rows] == in_folder(videos, "short.mp4", "sub/long.mp4", "missing.mp4", "truncated.mp4")
     assert all(row[1] in ("real", "fake") for row in rows[:2])
     flagged = "0.00-1.56s" if rows[0][1] == "fake" else "-"
@@ -174,7 +148,7 @@ def test_predict_folder_with_windows_json_and_plots(tiny_detector_dir, videos, t
             assert 0 <= window["start"] < window["end"] <= duration
         fake = [window["fake_probability"] for window in windows]
         assert record["mean_fake_probability"] == pytest.approx(np.mean(fake), abs=1e-6)
-        assert record["max_fake_probability"] == record["score"] == pytest.approx(max(fake))
+        assert record["max_fake_probability"] == record["fake_score"] == pytest.approx(max(fake))
         worst = int(np.argmax(fake))
         suspicious = {"start": windows[worst]["start"], "end": windows[worst]["end"], "window": worst}
         assert record["most_suspicious"] == suspicious
@@ -216,8 +190,11 @@ def test_threshold_overrides_the_models(tiny_detector_dir, videos, reference_pro
         assert len(record["flagged_windows"]) == (label == "fake")
 
 
-def test_clips_is_the_earlier_name_of_windows():
-    assert build_parser().parse_args(["predict", "video.mp4", "--clips", "3"]).windows == 3
+def test_clips_is_the_earlier_name_of_windows(tiny_detector_dir, videos):
+    result = dfd("predict", videos / "sub" / "long.mp4", "--model", tiny_detector_dir, "--clips", "2", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert "warning: --clips is deprecated: use --windows" in result.stderr
+    assert len(json.loads(result.stdout)[0]["windows"]) == 2
 
 
 def test_predict_names_a_missing_model_folder_and_an_unreachable_hub_id(videos, tmp_path, run_dfd):
@@ -268,7 +245,7 @@ def test_predict_splits_videos_between_processes_and_merges_them(
     assert rows[1]["error"] and not rows[0]["error"] and not rows[2]["error"]
     assert [path.name for path in tmp_path.iterdir()] == ["merged.csv"]  # every process's journal is removed
     for row in (rows[0], rows[2]):
-        assert float(row["score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
+        assert float(row["fake_score"]) == pytest.approx(reference_probabilities[row["path"]], abs=6e-5)
 
 
 def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
@@ -293,7 +270,7 @@ def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     assert trainable and all(".adapter." in name or name.startswith("classifier.") for name in trainable)
     # A deployable repo with a card that names no path of this machine and says the model is untrained.
-    assert {"handler.py", "inference.py", "requirements.txt"} <= {path.name for path in output.iterdir()}
+    assert {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "requirements.txt"} <= {path.name for path in output.iterdir()}
     card = (output / "README.md").read_text()
     assert str(tiny_clip_dir) not in card and tiny_clip_dir.name not in card and str(tmp_path) not in card
     assert "model_name: dfd-deepfake-detector" in card and "base_model" not in card
@@ -445,3 +422,29 @@ def test_convert_never_advises_loading_with_weights_only_false(tiny_detector_dir
     status, _, err = run_dfd("convert", tmp_path / "cut.pt", *convert)
     assert status == 1 and "not a PyTorch checkpoint holding only tensors" in err and "weights_only" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_explain_opens_and_decodes_each_video_once(tiny_detector_dir, videos, tmp_path, monkeypatch, run_dfd):
+    """Scoring, then explaining the flagged windows, reuses the frames decoded for scoring: one open, one decode."""
+    import av
+
+    from dfd import decoding_dfd
+
+    opened, decoded = [], []
+    real_open, real_read = av.open, decoding_dfd.read_video
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    monkeypatch.setattr(
+        decoding_dfd, "read_video", lambda video, *args, **kwargs: decoded.append(video) or real_read(video, *args, **kwargs)
+    )
+    monkeypatch.setattr("dfd.processing_dfd.read_video", decoding_dfd.read_video)
+    monkeypatch.setenv("DFD_DECODE_THREADS", "2")  # one thread for each of the two decode workers: one decoder each
+    paths = in_folder(videos, "short.mp4", "sub/long.mp4")
+    status, out, err = run_dfd(
+        "predict", *paths, "--model", tiny_detector_dir, "--windows", "2", "--threshold", "0.01",
+        "--explain", tmp_path / "explained", "--format", "json",
+    )  # fmt: skip
+    assert status == 0, err
+    assert all(record["flagged_windows"] for record in json.loads(out))  # every window explained
+    assert len(list((tmp_path / "explained").rglob("*.png"))) == 4
+    assert sorted(decoded) == sorted(paths)
+    assert sorted(name.removeprefix("file:") for name in opened) == sorted(paths)

@@ -26,7 +26,7 @@ from dfd.tools.data import (
 )
 from dfd.tools.data import dfd as dfd_format
 from dfd.tools.data.splits import SplitError, split_by_identity
-from dfd.tools.training_data import stratified_split
+from dfd.tools.train.tables import stratified_split
 
 
 def relative(rows, root) -> dict[str, Row]:
@@ -106,7 +106,7 @@ def test_dfd_is_split_by_actor(ffpp_replicas):
 
 
 def test_the_card_split_leaks_identities_and_scenes_the_identity_split_does_not(ffpp_replicas):
-    """The card's plain stratified 90/10 split (training_data.stratified_split) against ours on DFD's layout."""
+    """The card's plain stratified 90/10 split (tables.stratified_split) against ours on DFD's layout."""
     _, replica = ffpp_replicas
     ours = index("dfd", replica.root).rows
     videos = [row.path for row in ours]

@@ -13,9 +13,8 @@ import pytest
 from scipy.stats import ks_2samp
 from transformers import pipeline
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sampled_frames
 from dfd.tools.demo import FAST, MARKER_NAME, MODELS, DemoError, prepare_output_dir
-from dfd.decoding_dfd import load_video_frames
 from dfd.tools.synthetic_videos import TextureSettings, frame_statistics, write_dataset
 
 
@@ -24,7 +23,7 @@ SETTINGS = TextureSettings()
 
 def decoded_clips(folder):
     """Every mp4 in folder, all frames decoded: (N, T, H, W, 3) uint8."""
-    return np.stack([load_video_frames(path, SETTINGS.num_frames) for path in sorted(folder.glob("*.mp4"))])
+    return np.stack([sampled_frames(path, SETTINGS.num_frames) for path in sorted(folder.glob("*.mp4"))])
 
 
 def spectral_centroid(frames):
@@ -136,7 +135,7 @@ def test_fast_demo_export_loads_and_tells_new_fakes_apart(fast_demo, tmp_path):
     new_videos = write_dataset(tmp_path, videos_per_class=4, seed=1234)  # never seen in training or evaluation
     fake_scores = {
         name: [
-            next(p["score"] for p in classifier(str(path)) if p["label"] == "fake")
+            classifier(str(path))[0]["fake_score"]
             for path in sorted((new_videos / name).glob("*.mp4"))
         ]
         for name in ("real", "fake")

@@ -5,6 +5,7 @@ training, the pipeline, `dfd predict` and the Endpoints handler.
 """
 
 import base64
+import io
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from conftest import REPO_ROOT, write_video
 from dfd.faces_dfd import FACE_EXTRA, crop_boxes, track_face
 from dfd.processing_dfd import DFDVideoProcessor
 from dfd.tools.synthetic_videos import face_scene, grass_background
-from dfd.tools.training_data import FrameCache
+from dfd.tools.train.frame_cache import FrameCache
 
 
 HEIGHT, WIDTH = 360, 640
@@ -221,13 +222,17 @@ def test_a_model_trained_on_face_crops_predicts_on_face_crops_everywhere(face_mo
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["score"] == pytest.approx(reference, abs=1e-5)
 
-    from dfd.tools.app import VideoAnalyzer, load_scorer
+    from dfd.cards_dfd import VideoReport
+    from dfd.page_dfd import VideoAnalyzer, VideoInput
+    from dfd.tools.loading import load_scorer
 
-    analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"), work_dir=tmp_path)
-    (page,) = analyzer.analyze([("v.mp4", str(video))], 1)
+    analyzer = VideoAnalyzer(load_scorer(str(face_model), device="cpu"))
+    events = analyzer.analyze([VideoInput("v.mp4", str(video), True)], 1)
+    (page,) = [event for event in events if isinstance(event, VideoReport)]
     assert page.record["score"] == pytest.approx(reference, abs=1e-5)
-    (shown,) = {PIL.Image.open(path).size for path, _ in page.frames}  # the square face crops, not the 4:3 frames
-    assert shown[0] == shown[1] and len(page.frames) == 4
+    # The square face crops, not the 4:3 frames.
+    (shown,) = {PIL.Image.open(io.BytesIO(thumbnail.jpeg)).size for thumbnail in page.thumbnails}
+    assert shown[0] == shown[1] and len(page.thumbnails) == 4
 
     from dfd.handler import EndpointHandler
 

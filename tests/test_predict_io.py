@@ -17,9 +17,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from conftest import REPO_ROOT, numbered_frames, write_video
+from conftest import REPO_ROOT, error_lines, numbered_frames, write_video
 from dfd.tools.cli.inputs import expand_inputs
-from test_cli import dfd, error_lines, run_dfd  # noqa: F401 - run_dfd is a fixture
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +253,7 @@ def frame_folder(folder: Path, frames: np.ndarray, extension=".png") -> Path:
 def test_frame_folders_are_videos(clip, tmp_path, tiny_detector_dir, tiny_detector_scores):
     """A folder that directly holds frame images (and no videos or subfolders) is one video, given or found in a walk,
     scored exactly as the processor reads it."""
-    frames = numbered_frames(20, 48, 64)
+    frames = numbered_frames(24, 48, 64)
     given = frame_folder(tmp_path / "given", frames)
     dataset = tmp_path / "dataset"
     found = frame_folder(dataset / "real" / "clip_1", frames[::-1], ".jpg")
@@ -271,12 +270,12 @@ def test_frame_folders_are_videos(clip, tmp_path, tiny_detector_dir, tiny_detect
     assert result.returncode == 0, result.stderr[-2000:]
     records = json.loads(result.stdout)
     assert [record["path"] for record in records] == [str(given), str(dataset / "fake" / "clip.mp4"), str(found)]
-    for record in (records[0], records[2]):  # untimed: no seconds; two windows of 10 frames (12 samples) each
+    for record in (records[0], records[2]):  # untimed: no seconds; two windows of 12 frames each
         assert record["duration"] is None and len(record["windows"]) == 2
-        assert all(window["start"] is None and window["timestamps"] == [None] * 10 for window in record["windows"])
+        assert all(window["start"] is None and window["timestamps"] == [None] * 12 for window in record["windows"])
 
     one_window = subprocess.run(predict_command(given, found, "--format", "json", model=tiny_detector_dir),
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
     reference = tiny_detector_scores([given, found])
     for record, scores in zip(json.loads(one_window.stdout), reference):
-        assert record["score"] == pytest.approx(scores["fake"], abs=1e-5)
+        assert record["fake_score"] == pytest.approx(scores["fake"], abs=1e-5)

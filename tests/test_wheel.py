@@ -61,7 +61,7 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "PASS" in demo.stdout
     export = tmp_path / "demo" / "runs" / "adapters" / "model"
-    exported = {"handler.py", "inference.py", "pipeline_dfd.py", "decoding_dfd.py", "fetching_dfd.py", "faces_dfd.py"}
+    exported = {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "processing_dfd.py", "decoding_dfd.py", "inputs_dfd.py"}
     assert exported | {"requirements.txt", "README.md"} <= {
         path.name for path in export.iterdir()
     }
@@ -81,5 +81,23 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     request = base64.b64encode(video.read_bytes()).decode()
     answer = run(wheel_python, "-c", endpoint, export, cwd=tmp_path, input=request)
     assert answer.returncode == 0, answer.stderr
-    scores = {entry["label"]: entry["score"] for entry in json.loads(answer.stdout)}
-    assert scores["fake"] == pytest.approx(record["score"], abs=1e-5)
+    verdict, _ = json.loads(answer.stdout)
+    assert verdict["fake_score"] == pytest.approx(record["fake_score"], abs=1e-5)
+
+
+def test_accelerate_launches_the_training_module_from_the_installed_wheel(wheel_python, tmp_path):
+    """`accelerate launch -m dfd.train_accelerate`, as the README runs it, with no checkout anywhere: the help, and
+    data refused as one line before any model loads."""
+    launch = ["-m", "accelerate.commands.launch", "--quiet", "--cpu", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1"]  # fmt: skip
+    help_text = run(wheel_python, *launch, "-m", "dfd.train_accelerate", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--class_balanced_sampling" in help_text.stdout
+
+    (tmp_path / "videos").mkdir()
+    refused = run(wheel_python, *launch, "-m", "dfd.train_accelerate", "--train_dir", "videos", "--output_dir", "out",
+                  cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        "error: videos: expected real/ and fake/ subfolders (or train/ and validation/ holding them)"
+    )

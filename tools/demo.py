@@ -35,7 +35,8 @@ from .files import check_new_output, write_json
 from .synthetic_videos import CLASS_NAMES, TextureSettings, frame_statistics, write_dataset
 
 
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train_accelerate.py"
+# The training script of this very package, run as users run it from the installed package.
+TRAIN_SCRIPT = ("-m", "dfd.train_accelerate")
 # Written into --output-dir, so that a re-run only ever clears a folder the demo made itself.
 MARKER_NAME = ".dfd-demo"
 SPLITS = ("train", "validation", "test")
@@ -181,7 +182,7 @@ def train_command(name: str, output_dir: Path, settings: DemoSettings, seed: int
         overrides["adapter_layers"] = []
     data_dir = output_dir / "data"
     return [
-        sys.executable, str(TRAIN_SCRIPT),
+        sys.executable, *TRAIN_SCRIPT,
         "--train_dir", str(data_dir / "train"),
         "--validation_dir", str(data_dir / "validation"),
         "--init_from", str(output_dir / "tiny_clip"),
@@ -205,7 +206,7 @@ def train_command(name: str, output_dir: Path, settings: DemoSettings, seed: int
 
 def eval_command(name: str, output_dir: Path) -> list[str]:
     return [
-        sys.executable, str(TRAIN_SCRIPT),
+        sys.executable, *TRAIN_SCRIPT,
         "--do_eval",
         "--model_path", str(output_dir / "runs" / name / "model"),
         "--eval_dir", str(output_dir / "data" / "test"),

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from huggingface_hub import ModelCardData
 from transformers import PreTrainedConfig
-from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_dfd import DFDConfig
 from ..processing_dfd import DFDVideoProcessor
@@ -20,10 +19,13 @@ from .files import UMASK, write_atomically
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
-# What an Inference Endpoint loads from the exported folder, besides what the model's and processor's own
-# `save_pretrained` carry (their code, the pipeline config.json names, and what those import relatively), and the
-# serving container (its server and the Dockerfile that builds its image).
-ENDPOINT_FILES = ("handler.py", "scoring_dfd.py", "serving_dfd.py", "Dockerfile")
+def hub_files() -> list[Path]:
+    """
+    Every Hub file of the package (the flat `*_dfd.py` siblings and handler.py) and the Dockerfile of the serving
+    container: an export carries them all, so that what the Endpoint, the serving container (and its image) and a
+    Space load is there beside what the model's and processor's own `save_pretrained` carry.
+    """
+    return sorted([*PACKAGE_ROOT.glob("*_dfd.py"), PACKAGE_ROOT / "handler.py", PACKAGE_ROOT / "Dockerfile"])
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -46,12 +48,12 @@ def processor_for(config):
     return DFDVideoProcessor(size={"height": size, "width": size}, num_frames=config.num_frames)
 
 
-def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
+def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] = ENDPOINT_REQUIREMENTS) -> str:
     """
-    requirements.txt for the Inference Endpoints container: the packages the exported code needs, as pinned here,
-    and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
+    requirements.txt for the Inference Endpoints container: the packages the exported code needs (`names`), as
+    pinned here, and those of our `extras` it needs too (e.g. "face" for a processor that crops faces).
     """
-    wanted = {name.replace("_", "-") for name in ENDPOINT_REQUIREMENTS}
+    wanted = {name.replace("_", "-") for name in names}
     lines = []
     for requirement in metadata.requires(DISTRIBUTION) or ():
         requirement, _, marker = requirement.partition(";")
@@ -66,15 +68,9 @@ def endpoint_requirements(extras: tuple[str, ...] = ()) -> str:
     return "".join(f"{line}\n" for line in sorted(lines, key=str.lower))
 
 
-def _copy_endpoint_files(folder: Path, extras: tuple[str, ...] = ()):
-    """
-    handler.py, scoring_dfd.py and the siblings they import relatively (most are there already), the serving
-    container's serving_dfd.py and Dockerfile, and requirements.txt with the server's packages and our `extras`'.
-    """
-    needed = {PACKAGE_ROOT / name for name in ENDPOINT_FILES}
-    for name in filter(lambda name: name.endswith(".py"), ENDPOINT_FILES):
-        needed.update(Path(path) for path in get_relative_import_files(str(PACKAGE_ROOT / name)))
-    for path in sorted(needed):
+def _copy_hub_files(folder: Path, extras: tuple[str, ...] = ()):
+    """Every Hub file (`hub_files`), and requirements.txt with the serving container's packages and our `extras`'."""
+    for path in hub_files():
         shutil.copyfile(path, folder / path.name)
     (folder / "requirements.txt").write_text(endpoint_requirements(("serve", *extras)), encoding="utf-8")
 
@@ -106,12 +102,13 @@ def _forget_local_paths(config_file: Path):
 def save_detector(model, processor, output_dir, readme: str | None = None, extra_files: dict | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
-    weights, config.json, video_preprocessor_config.json and every Hub file they import, the pipeline included), the
-    Inference Endpoints files (handler.py, scoring_dfd.py, the serving container's serving_dfd.py and Dockerfile,
-    requirements.txt, which lists the face detector when the processor crops faces), and README.md when given. No
-    file names a folder of this machine (config.json keeps `_name_or_path` only when it is a Hub id). `extra_files`: name ->
-    function that writes the file at the path it is given (e.g. training's metrics.json), so that files describing
-    the weights are replaced together with them.
+    weights, config.json, video_preprocessor_config.json and the Hub files they import, the pipeline included), every
+    other Hub file (handler.py and the scorer for the Endpoint, serving_dfd.py and the Dockerfile for the serving
+    container, the web page a Space loads, the explainer), requirements.txt for the Endpoints container (it lists the
+    face detector when the processor crops faces), and README.md when given. No file names a folder of this machine:
+    config.json keeps `_name_or_path` only where it is a Hub id. `extra_files`: name -> function that writes the file
+    at the path it is given (e.g. training's metrics.json), so that files describing the weights are replaced
+    together with them.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
@@ -125,7 +122,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
         model.save_pretrained(staging)
         _forget_local_paths(staging / "config.json")
         processor.save_pretrained(staging)
-        _copy_endpoint_files(staging, extras=("face",) if processor.crop == "face" else ())
+        _copy_hub_files(staging, extras=("face",) if processor.crop == "face" else ())
         if readme is not None:
             (staging / "README.md").write_text(readme, encoding="utf-8")
         for name, write in (extra_files or {}).items():

@@ -9,8 +9,9 @@ from pathlib import Path
 from huggingface_hub import constants, get_session, is_offline_mode, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
-from transformers import AutoModelForVideoClassification, AutoVideoProcessor
 
+from ..modeling_dfd import DFDForVideoClassification
+from ..processing_dfd import DFDVideoProcessor
 from ..scoring_dfd import VideoScorer, default_dtype
 
 
@@ -105,15 +106,17 @@ def local_folder(name_or_path: str) -> Path:
 
 def load_detector(name_or_path: str):
     """
-    (model, processor) of a detector folder or Hub repo, with its code (trust_remote_code). Raises OSError with the
-    reason, without the name: no such folder, not a folder, the Hub unreachable (offline or no network, found out
-    within seconds) and the repo not cached, or transformers' own reason (no such repo, no weights, ...).
+    (model, processor) of a detector folder or Hub repo, built by this package's own classes from the folder's
+    config.json, video_preprocessor_config.json and weights: the installed code runs, never the copy of it a model
+    folder carries (which may be an older release's). Raises OSError with the reason, without the name: no such
+    folder, not a folder, the Hub unreachable (offline or no network, found out within seconds) and the repo not
+    cached, or transformers' own reason (no such repo, no weights, ...).
     """
     folder = detector_folder(name_or_path)
     source = name_or_path if folder is None else str(folder)
     with hub_or_cache(source):
-        model = AutoModelForVideoClassification.from_pretrained(source, trust_remote_code=True)
-        processor = AutoVideoProcessor.from_pretrained(source, trust_remote_code=True)
+        model = DFDForVideoClassification.from_pretrained(source)
+        processor = DFDVideoProcessor.from_pretrained(source)
     return model, processor
 
 

@@ -11,10 +11,11 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from ...explaining_dfd import VideoExplainer
+from ...plots_dfd import explanation_figure, timeline_figure
 from ...results_dfd import VideoError
 from ...scoring_dfd import VideoScorer, describe_error
 from ..loading import load_scorer
-from ..plots import write_explanation, write_plot
+from ..plots import save_png
 from .common import CommandError, UsageError
 from .formats import FORMATTERS
 from .inputs import expand_inputs
@@ -52,7 +53,11 @@ def write_explanations(explainer: VideoExplainer, prediction, png_stem: Path):
     method = explainer.method.replace("_", " ")
     for window in explainer.explain(prediction):
         png = png_stem.with_name(f"{png_stem.name}-window{window.window + 1}.png")
-        write_explanation(Path(prediction.path).name, window, png, method)
+        save_png(explanation_figure(Path(prediction.path).name, window, method), png)
+
+
+def plot_title(record: dict) -> str:
+    return f"{Path(record['path']).name}: {record['label']} (fake score {record['fake_score']:.3f}, {record['rule']})"
 
 
 def keep_result(result, path: str, plot: Path | None, results: ResultFiles | None) -> tuple[dict, bool]:
@@ -71,7 +76,7 @@ def keep_result(result, path: str, plot: Path | None, results: ResultFiles | Non
         tqdm.write(f"error: {path}: {record['error']}", file=sys.stderr)
     elif plot is not None:
         try:
-            write_plot(record, plot)
+            save_png(timeline_figure(record, title=plot_title(record)), plot)
         except Exception as error:  # noqa: BLE001
             tqdm.write(f"error: {path}: plot {plot} not written ({describe_error(error)})", file=sys.stderr)
             succeeded = False
