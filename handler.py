@@ -19,7 +19,7 @@ endpoint is read only when `DFD_ALLOW_LOCAL_PATHS=1` (or `allow_local_paths=True
 otherwise it is refused with the same line whether it exists or not. Raw bodies (`video/mp4`,
 `application/octet-stream`) reach the handler as bytes through the serving container (serving_dfd.py), which also
 takes `parameters` as query arguments and batches the windows of concurrent requests with `parse`, the scorer's
-`prepare` and `forward`, and `answer`.
+`prepare`, `forward` and `conclude`, and `answer`.
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model, the processor and the scorer (scoring_dfd.py and what it imports) load

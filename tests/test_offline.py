@@ -41,7 +41,6 @@ def test_help_and_argument_errors_answer_without_importing_torch():
         ["endpoint", "--help"],
         ["endpoint", "--model", "x", "--port", "99999"],
         ["data", "index", "nothing", "root"],
-        ["space"],
     ]
     result = subprocess.run(
         [sys.executable, "-c", IMPORTS, json.dumps(command_lines)], capture_output=True, text=True, timeout=120
