@@ -80,14 +80,16 @@ class VideoExplainer:
         explained = []
         for window in prediction.flagged_windows if windows is None else windows:
             result = prediction.windows[window]
-            pixel_values = prediction.pixel_values[window]
+            pixel_values = prediction.pixel_values[result.row]  # with face crops: the window's most suspicious face
             positions = result.positions or list(range(len(pixel_values)))
-            # Each distinct frame's evidence: the sum over the positions that repeat it.
+            # Each distinct frame's evidence: the sum over the positions that repeat it (a window's frames are in time
+            # order, so a frame's repeats follow its first position).
             owner = np.searchsorted(positions, np.arange(len(pixel_values)), side="right") - 1
             heatmaps = self.heatmaps(pixel_values[None])[0]
             distinct = torch.zeros((len(positions), *heatmaps.shape[1:]))
             distinct.index_add_(0, torch.as_tensor(owner), heatmaps)
-            images = pixels_to_images(pixel_values[positions], self.scorer.processor.image_mean, self.scorer.processor.image_std)
+            processor = self.scorer.processor
+            images = pixels_to_images(pixel_values[positions], processor.image_mean, processor.image_std)
             explained.append(
                 WindowExplanation(
                     window=window,

@@ -178,7 +178,7 @@ class VideoAnalyzer:
             png_bytes(timeline_figure(report.record, width), PICTURE_DPI) for width in TIMELINE_WIDTHS
         )
         window = prediction.windows[prediction.most_suspicious_window]
-        rows = prediction.pixel_values[prediction.most_suspicious_window][window.positions]
+        rows = prediction.pixel_values[window.row][window.positions]
         processor = self.scorer.processor
         size = (
             (THUMBNAIL_SIDE, round(THUMBNAIL_SIDE / aspect))

@@ -25,17 +25,46 @@ def seconds(value) -> float | None:
 
 
 @dataclass
+class FaceResult:
+    """
+    One face followed through a window (processor's `crop="face"`): its calibrated fake probability, and per distinct
+    frame of the window its box (`[x0, y0, x1, y1]` in the decoded frame's pixels; None where the frame was kept whole)
+    and where the box came from (`sources`: "face" detected there, "neighbours" carried from nearby frames of the same
+    shot, "frame" the whole frame).
+    """
+
+    face: int
+    fake_probability: float
+    boxes: list[list[float] | None]
+    sources: list[str]
+
+    def to_dict(self) -> dict:
+        return {
+            "face": self.face,
+            "fake_probability": self.fake_probability,
+            "boxes": self.boxes,
+            "sources": self.sources,
+        }
+
+
+@dataclass
 class WindowResult:
     """
     One time window of a video: its distinct frames (`frames`, in order; a video shorter than a window repeats frames)
-    shown at `timestamps` seconds, and its calibrated fake probability. `positions` (not part of the record) says
-    where each distinct frame first sits in the window's row of `pixel_values`.
+    shown at `timestamps` seconds, and its calibrated fake probability: with face crops, that of its most suspicious
+    face (`faces` lists each, most suspicious first). `row` and `positions` (not part of the record) say which row of
+    `pixel_values` that is, and where each distinct frame first sits in it.
     """
 
     window: int
     frames: list[int]
     timestamps: list[float | None]
     fake_probability: float
+    faces: list[FaceResult] = field(default_factory=list)
+    face_sources: list[str] | None = None
+    """With face crops, where each distinct frame's crop came from in the row that decides the window ("frame" for
+    every frame of a window without a face); None without face crops."""
+    row: int = field(default=0, repr=False, compare=False)
     positions: list[int] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -54,6 +83,8 @@ class WindowResult:
             "fake_probability": self.fake_probability,
             "frames": self.frames,
             "timestamps": self.timestamps,
+            "faces": [face.to_dict() for face in self.faces],
+            "face_sources": self.face_sources,
         }
 
 
@@ -90,6 +121,10 @@ class VideoPrediction:
         """The record."""
         probabilities = [window.fake_probability for window in self.windows]
         suspicious = self.windows[self.most_suspicious_window]
+        most_suspicious = {"window": suspicious.window, "start": suspicious.start, "end": suspicious.end}
+        if suspicious.faces:  # the face that drove the verdict, and where it is in each frame
+            face = suspicious.faces[0]
+            most_suspicious.update(face=face.face, boxes=face.boxes, face_sources=face.sources)
         return {
             "path": self.path,
             "label": self.label,
@@ -108,7 +143,7 @@ class VideoPrediction:
             ],
             "mean_fake_probability": float(np.mean(probabilities)),
             "max_fake_probability": float(np.max(probabilities)),
-            "most_suspicious": {"window": suspicious.window, "start": suspicious.start, "end": suspicious.end},
+            "most_suspicious": most_suspicious,
             "duration": self.duration,
             "windows": [window.to_dict() for window in self.windows],
             "notes": list(self.notes),
@@ -150,28 +185,23 @@ def predict_video(
     labels: list[str],
 ) -> VideoPrediction:
     """
-    A video's prediction from its windows' logits, in the order of `metadata.windows` (processing_dfd's
-    `DFDVideoMetadata`): calibrated with the model's `temperature`, then judged by `rule`.
+    A video's prediction from the logits of its rows, in the order of `metadata.windows` (processing_dfd's
+    `DFDVideoMetadata`: one row per window, or per face in it with face crops): calibrated with the model's
+    `temperature`, then judged by `rule` over the rows, each of which is a chance of a false alarm. A window's fake
+    probability is that of its most suspicious face.
     """
     if FAKE_LABEL not in labels or len(labels) != 2:
         raise ValueError(f"The model's labels {labels} are not two classes with a '{FAKE_LABEL}' one.")
-    logits = np.asarray(logits, dtype=np.float64).reshape(len(metadata.windows), len(labels))
+    rows = metadata.windows
+    logits = np.asarray(logits, dtype=np.float64).reshape(len(rows), len(labels))
     scaled = logits / temperature
     probabilities = np.exp(scaled - np.logaddexp.reduce(scaled, axis=1, keepdims=True))
     fake = probabilities[:, labels.index(FAKE_LABEL)]
-    windows = []
-    for window, fake_probability in zip(metadata.windows, fake.tolist()):
-        # A window of a video with fewer frames than it samples repeats frames: each frame is listed once.
-        first = np.sort(np.unique(window.frames_indices, return_index=True)[1]).tolist()
-        windows.append(
-            WindowResult(
-                window=window.window,
-                frames=[window.frames_indices[position] for position in first],
-                timestamps=[window.timestamps[position] for position in first],
-                fake_probability=fake_probability,
-                positions=first,
-            )
-        )
+    windows, window_of_row = [], []
+    for number in dict.fromkeys(row.window for row in rows):  # windows in order, each with its rows
+        members = [index for index, row in enumerate(rows) if row.window == number]
+        window_of_row += [len(windows)] * len(members)
+        windows.append(_window_result(rows, members, fake))
     decision = rule.decide(fake.tolist())
     (real_label,) = [label for label in labels if label != FAKE_LABEL]
     return VideoPrediction(
@@ -180,11 +210,43 @@ def predict_video(
         fake_score=decision.score,
         threshold=decision.threshold,
         rule=rule.name,
-        flagged_windows=decision.flagged,
+        flagged_windows=sorted({window_of_row[row] for row in decision.flagged}),
         duration=seconds(metadata.duration),
         windows=windows,
         notes=list(metadata.notes or []),
     )
 
 
-__all__ = ["VideoError", "VideoPrediction", "WindowResult", "predict_video", "seconds"]
+def _window_result(rows, members: list[int], fake: np.ndarray) -> WindowResult:
+    """One window from its rows (`members`, indices into `rows`): its most suspicious face decides."""
+    members = sorted(members, key=lambda index: -fake[index])
+    first = rows[members[0]]
+    # A window of a video with fewer frames than it samples repeats frames: each frame is listed once.
+    positions = np.sort(np.unique(first.frames_indices, return_index=True)[1]).tolist()
+
+    def per_frame(values):
+        return None if values is None else [values[position] for position in positions]
+
+    faces = [
+        FaceResult(
+            face=rows[index].face,
+            fake_probability=float(fake[index]),
+            boxes=per_frame(rows[index].face_boxes) or [None] * len(positions),
+            sources=per_frame(rows[index].face_sources) or [],
+        )
+        for index in members
+        if getattr(rows[index], "face", None) is not None
+    ]
+    return WindowResult(
+        window=first.window,
+        frames=per_frame(first.frames_indices),
+        timestamps=per_frame(first.timestamps),
+        fake_probability=float(fake[members[0]]),
+        faces=faces,
+        face_sources=per_frame(first.face_sources),
+        row=members[0],
+        positions=positions,
+    )
+
+
+__all__ = ["FaceResult", "VideoError", "VideoPrediction", "WindowResult", "predict_video", "seconds"]
