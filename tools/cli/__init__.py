@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((argument for argument in argv if not argument.startswith("-")), None)
     args = build_parser([command]).parse_args(argv)
-    if not args.debug:
+    if not args.debug:  # the libraries' logging, imported only once a command runs (transformers' takes a second)
         from huggingface_hub.utils import logging as hub_logging
         from transformers.utils import logging
 
