@@ -313,7 +313,9 @@ class Server:
                 reason = str(error) if size else f"the video is above the {cap:,} byte limit ({MAX_INPUT_BYTES})"
                 raise RequestError(413, f"'inputs': {reason}") from None
         shown = f" ({size:,} bytes)" if size else ""
-        raise RequestError(413, f"the request body{shown} is above the {cap:,} byte limit (base64 of {MAX_INPUT_BYTES})")
+        raise RequestError(
+            413, f"the request body{shown} is above the {cap:,} byte limit (base64 of {MAX_INPUT_BYTES})"
+        )
 
 
 def query_parameters(request: Request) -> dict:

@@ -13,8 +13,6 @@ answers that differ from the unloaded server's, throughput, p50/p99 latency, win
 server's peak RSS; then batched / unbatched ratios.
 """
 
-import base64
-import json
 import os
 import signal
 import subprocess
@@ -42,9 +40,11 @@ MODES = {
 
 def export(config_name: str, folder: Path) -> Path:
     """A detector with random weights, exported as training exports one (written once into the cache)."""
-    if not (folder / "serving_dfd.py").is_file() or (folder / "serving_dfd.py").read_bytes() != (
-        Path(__file__).resolve().parents[1] / "serving_dfd.py"
-    ).read_bytes():
+    if (
+        not (folder / "serving_dfd.py").is_file()
+        or (folder / "serving_dfd.py").read_bytes()
+        != (Path(__file__).resolve().parents[1] / "serving_dfd.py").read_bytes()
+    ):
         torch.manual_seed(0)
         model = DFDForVideoClassification(benchmark_config(config_name))
         save_detector(model, processor_for(model.config), folder)
@@ -68,7 +68,11 @@ class Server:
     def __init__(self, folder: Path, environment: dict, threads: int | None):
         # No deadline: on a CPU, the full model takes minutes per request under load.
         environment = {
-            **os.environ, "HF_HUB_OFFLINE": "1", "DFD_DTYPE": "fp32", "DFD_SERVE_REQUEST_SECONDS": "3600", **environment
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "DFD_DTYPE": "fp32",
+            "DFD_SERVE_REQUEST_SECONDS": "3600",
+            **environment,
         }
         if threads:
             environment["OMP_NUM_THREADS"] = str(threads)
@@ -190,8 +194,11 @@ def main(argv=None):
             try:
                 answers = [
                     httpx.post(
-                        server.url, params={"windows": args.windows}, content=clip,
-                        headers={"Content-Type": "video/mp4"}, timeout=600,
+                        server.url,
+                        params={"windows": args.windows},
+                        content=clip,
+                        headers={"Content-Type": "video/mp4"},
+                        timeout=600,
                     ).json()
                     for clip in clips
                 ]  # one request at a time: the reference answers, and a warm-up

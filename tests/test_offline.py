@@ -118,10 +118,14 @@ def cache_model(folder, cache, repo_id: str):
     (repo / "refs" / "main").write_text(revision)
 
 
-def test_a_cached_hub_id_is_read_from_the_cache_while_the_hub_cannot_be_reached(silent_hub, tiny_detector_dir, tmp_path):
+def test_a_cached_hub_id_is_read_from_the_cache_while_the_hub_cannot_be_reached(
+    silent_hub, tiny_detector_dir, tmp_path
+):
     cache_model(tiny_detector_dir, tmp_path / "cache", "someone/detector")
     video = write_video(tmp_path / "video.mp4", numbered_frames(30))
-    result = dfd_without_hub(silent_hub, tmp_path / "cache", "predict", video, "--model", "someone/detector", "--format", "json")
+    result = dfd_without_hub(
+        silent_hub, tmp_path / "cache", "predict", video, "--model", "someone/detector", "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(result.stdout)
     assert record["label"] in ("real", "fake") and len(silent_hub.connections) == 1

@@ -166,7 +166,7 @@ def assert_same(answer, expected, path="answer"):
 
 
 def assert_answers(response: httpx.Response, record: dict, top_k: int | None = None):
-    """`response` is the handler's answer for the video of `record`: the verdict with the record, then the other label."""
+    """`response` is the handler's answer for `record`'s video: the verdict with the record, then the other label."""
     assert response.status_code == 200, response.text
     verdict, *other = response.json()
     assert_same(verdict, record)
@@ -193,7 +193,9 @@ def test_every_export_carries_the_serving_container(export_dir):
     assert requirements["transformers"].contains("5.25.0")
     torch = requirements.get("torch", SpecifierSet())
     assert all(torch.contains(version) for version in ("2.6.0", "2.8.0", "2.14.1"))
-    (base,) = [line for line in (export_dir / "Dockerfile").read_text().splitlines() if line.startswith("ARG BASE_IMAGE=")]
+    (base,) = [
+        line for line in (export_dir / "Dockerfile").read_text().splitlines() if line.startswith("ARG BASE_IMAGE=")
+    ]
     torch_version = base.split(":")[1].split("-")[0]  # pytorch/pytorch:<torch version>-cuda...
     assert tuple(map(int, torch_version.split("."))) >= (2, 6), base
 
@@ -236,7 +238,9 @@ def test_every_way_of_sending_a_video_answers_as_dfd_predict(server, videos, pre
         assert_answers(post(server.url + route, json={"inputs": encode(video)}), record)
     assert_answers(post(server.url, json={"inputs": f"data:video/mp4;base64,{encode(video)}"}), record)
     assert_answers(post(server.url, json={"inputs": f"{url}/barcode.mp4"}), record)
-    assert_answers(post(server.url, json={"inputs": encode(video), "parameters": {"windows": 2, "top_k": 1}}), two_windows, 1)
+    assert_answers(
+        post(server.url, json={"inputs": encode(video), "parameters": {"windows": 2, "top_k": 1}}), two_windows, 1
+    )
     for content_type in ("video/mp4", "video/quicktime", "application/octet-stream"):
         raw = post(server.url, content=video.read_bytes(), headers={"Content-Type": content_type})
         assert_answers(raw, record)
@@ -256,20 +260,45 @@ def test_bad_requests_are_refused_with_one_line_naming_the_field_and_never_the_v
     accepted = "accepted: windows, threshold, top_k"
     cases = [
         # The toolkit's echo: a body without 'inputs' (here misspelt) must not come back in the answer.
-        ({"json": {"input": encoded}}, 400, "the request has no 'inputs' (a base64-encoded video, a data: URL or an http(s) URL)"),
+        (
+            {"json": {"input": encoded}},
+            400,
+            "the request has no 'inputs' (a base64-encoded video, a data: URL or an http(s) URL)",
+        ),
         ({"json": {"inputs": encoded, "parameters": {"window": 8}}}, 400, f"unknown parameter(s) 'window'; {accepted}"),
         ({"json": {"inputs": encoded, "parameters": {"windows": "x" * 5000}}}, 400, None),
         ({"json": {"inputs": encoded, "parameters": {"windows": 0}}}, 400, None),
         ({"json": ["not", "an", "object"]}, 400, "the request body must be a JSON object with 'inputs', got list"),
-        ({"json": {"inputs": "not base64!"}}, 400, "'inputs': neither an http(s) URL nor base64-encoded video (paths on the server are refused unless DFD_ALLOW_LOCAL_PATHS=1)"),
+        (
+            {"json": {"inputs": "not base64!"}},
+            400,
+            "'inputs': neither an http(s) URL nor base64-encoded video (paths on the server are refused unless "
+            "DFD_ALLOW_LOCAL_PATHS=1)",
+        ),
         ({"json": {"inputs": base64.b64encode(b"\0" * 3000).decode()}}, 400, None),
         ({"content": b'{"inputs": "' + encoded.encode(), "headers": {"Content-Type": "application/json"}}, 400, None),
         ({"content": video, "headers": {"Content-Type": "application/json; charset=klingon"}}, 415, None),
-        ({"params": {"window": "8"}, "content": video, "headers": raw}, 400, f"unknown parameter(s) 'window'; {accepted}"),
-        ({"params": {"windows": "two"}, "content": video, "headers": raw}, 400, "parameter 'windows' must be a whole number of at least 1, got 'two'"),
-        ({"params": [("windows", "2"), ("windows", "3")], "content": video, "headers": raw}, 400, "parameter 'windows' is given more than once"),
+        (
+            {"params": {"window": "8"}, "content": video, "headers": raw},
+            400,
+            f"unknown parameter(s) 'window'; {accepted}",
+        ),
+        (
+            {"params": {"windows": "two"}, "content": video, "headers": raw},
+            400,
+            "parameter 'windows' must be a whole number of at least 1, got 'two'",
+        ),
+        (
+            {"params": [("windows", "2"), ("windows", "3")], "content": video, "headers": raw},
+            400,
+            "parameter 'windows' is given more than once",
+        ),
         ({"content": b"", "headers": raw}, 400, "'inputs': the request body is empty (send the video's bytes)"),
-        ({"params": {"windows": "2"}, "json": {"inputs": encoded}}, 400, "query arguments are for raw video bodies: put them in the JSON 'parameters'"),
+        (
+            {"params": {"windows": "2"}, "json": {"inputs": encoded}},
+            400,
+            "query arguments are for raw video bodies: put them in the JSON 'parameters'",
+        ),
         ({"content": video, "headers": {"Content-Type": "text/plain"}}, 415, None),
         ({"content": video}, 415, None),
     ]
@@ -349,7 +378,9 @@ def test_limits_are_held_with_the_status_a_client_can_act_on(restricted_export, 
         }
         streamed = httpx.post(server.url, content=iter([video[:cap], video[cap:]]), headers=raw)
         assert streamed.status_code == 413
-        assert streamed.json() == {"error": f"'inputs': the video is above the {cap:,} byte limit (DFD_MAX_INPUT_BYTES)"}
+        assert streamed.json() == {
+            "error": f"'inputs': the video is above the {cap:,} byte limit (DFD_MAX_INPUT_BYTES)"
+        }
         as_base64 = httpx.post(server.url, json={"inputs": encode(folder / "noise.mp4")})
         assert as_base64.status_code == 413 and as_base64.json()["error"].startswith("'inputs': the video is ")
         # A body announced as 1 GB is refused from its headers: nothing of it is read.
@@ -387,8 +418,16 @@ def test_concurrent_clients_get_every_answer_right_with_windows_batched_across_r
         data = (folder / name).read_bytes()
         requests += [
             ({"json": {"inputs": base64.b64encode(data).decode()}}, predicted[name, None], None),
-            ({"json": {"inputs": base64.b64encode(data).decode(), "parameters": {"windows": 2}}}, predicted[name, 2], None),
-            ({"content": data, "headers": {"Content-Type": "video/mp4"}, "params": {"windows": "2", "top_k": "1"}}, predicted[name, 2], 1),
+            (
+                {"json": {"inputs": base64.b64encode(data).decode(), "parameters": {"windows": 2}}},
+                predicted[name, 2],
+                None,
+            ),
+            (
+                {"content": data, "headers": {"Content-Type": "video/mp4"}, "params": {"windows": "2", "top_k": "1"}},
+                predicted[name, 2],
+                1,
+            ),
         ]
     before = httpx.get(server.url + "/health").json()
     rss = [server.rss_bytes()]
@@ -426,7 +465,9 @@ def test_concurrent_clients_get_every_answer_right_with_windows_batched_across_r
     assert max(rss) - rss[0] < 200_000_000, (rss[0], max(rss))
 
 
-def test_dfd_endpoint_serves_a_folder_as_the_container_does_and_stops_on_sigterm(export_dir, videos, predicted, tmp_path):
+def test_dfd_endpoint_serves_a_folder_as_the_container_does_and_stops_on_sigterm(
+    export_dir, videos, predicted, tmp_path
+):
     folder, _ = videos
     command = [sys.executable, "-m", "dfd.tools.cli", "endpoint", "--model", str(export_dir), "--port", "0"]
     bad = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DFD_SERVE_BATCH_SIZE": "0"})
@@ -438,7 +479,9 @@ def test_dfd_endpoint_serves_a_folder_as_the_container_does_and_stops_on_sigterm
     try:
         assert server.url.startswith("http://127.0.0.1:")
         video = (folder / "noise.mp4").read_bytes()
-        response = httpx.post(server.url, content=video, headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
+        response = httpx.post(
+            server.url, content=video, headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT
+        )
         assert_answers(response, predicted["noise.mp4", None])
     finally:
         server.stop()
