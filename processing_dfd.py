@@ -1,4 +1,4 @@
-"""The DFD video processor: videos in, the model's `pixel_values` out, one row per time window.
+"""The DFD video processor: videos in, the model's `pixel_values` out, one row per time window (per face in it).
 
 It owns the one sampling rule (`num_frames` frames spread evenly over a window, the card's `np.linspace` over the
 whole video when there is one window) and the windows that tile a longer video. Each video passes the one input gate
@@ -19,7 +19,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .decoding_dfd import is_frame_list, read_video
-from .faces_dfd import FACE_CHOICES, face_crop
+from .faces_dfd import FACE_CHOICES, face_crops, face_detector_settings
 from .inputs_dfd import Limits, video_file
 
 
@@ -31,6 +31,9 @@ CROPS = ("frame", "face")
 FACE_FRAME_SIDE = 1920
 # A video up to this many window durations long is one window: the model card's sampling of the whole video.
 ONE_WINDOW_UP_TO = 1.5
+# With crop="face", the face tracks scored per window at most (the largest, or most central, first): each is a row,
+# one forward of the model, so that a crowd costs at most this many.
+MAX_FACES = 4
 
 
 def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
@@ -97,17 +100,20 @@ def window_count(
 class DFDWindowMetadata:
     """
     One row of `pixel_values`: time window `window` of its video, its frames (`frames_indices`, shown at
-    `timestamps` seconds, None where the source does not time its frames) and, with `crop="face"`, what was cropped
-    from each: `crop_boxes` `[x0, y0, x1, y1]` in the decoded frame's pixels, `face_boxes` the face track's box,
-    `face_sources` ("face": found in that frame; "neighbours": the neighbouring frames' box; "frame": no face in the
-    window, the whole frame).
+    `timestamps` seconds, None where the source does not time its frames) and, with `crop="face"`, which face and what
+    was cropped from each frame. A window has one row per face track, `face` 0, 1, ... in the processor's
+    `face_choice` order, or one row of whole frames (`face` None) when it has no face. Per frame: `crop_boxes`
+    `[x0, y0, x1, y1]` in the decoded frame's pixels, `face_boxes` the track's face box (None where the frame is kept
+    whole), `face_sources` ("face": detected there; "neighbours": carried from detections of that face in the nearest
+    frames of the same shot; "frame": neither, the whole frame, resized to the crops' square in a face's row).
     """
 
     window: int
     frames_indices: list[int]
     timestamps: list[float | None]
+    face: int | None = None
     crop_boxes: list[list[int]] | None = None
-    face_boxes: list[list[float]] | None = None
+    face_boxes: list[list[float] | None] | None = None
     face_sources: list[str] | None = None
 
 
@@ -118,6 +124,18 @@ class DFDVideoMetadata(VideoMetadata):
     windows: list[DFDWindowMetadata] | None = None
     notes: list[str] | None = None
     """Why the video got fewer windows than asked, when it did; also logged as a warning."""
+
+    @property
+    def face_tracks(self) -> list[dict]:
+        """
+        With `crop="face"`, the faces tracked in each window, read from the rows of `windows`: per track its
+        `window`, `face` number, `boxes` (per frame, None where not followed) and `sources`; empty without faces.
+        """
+        return [
+            {"window": row.window, "face": row.face, "boxes": row.face_boxes, "sources": row.face_sources}
+            for row in self.windows or []
+            if row.face is not None
+        ]
 
 
 def _is_frame_array_list(video) -> bool:
@@ -169,14 +187,18 @@ class DFDVideoProcessor(BaseVideoProcessor):
 
     `windows=N` cuts each video into N equal windows, `window_duration=S` into windows of about S seconds (the
     pipeline passes the model's `window_duration`, the training videos' median duration); by default a video is one
-    window, the model card's sampling. `pixel_values` has one row per window, all videos' windows in order: shape
-    (windows, num_frames, 3, 384, 384) with `return_tensors="pt"`. With `return_metadata=True`, `video_metadata`
-    holds per video its `windows` (frame indices, times, crop boxes) in the same order.
+    window, the model card's sampling. `pixel_values` has one row per window (with `crop="face"`, per face in it), all
+    videos' windows in order: shape (rows, num_frames, 3, 384, 384) with `return_tensors="pt"`. With
+    `return_metadata=True`, `video_metadata` holds per video its `windows`, one `DFDWindowMetadata` per row (frame
+    indices, times, face and crop boxes) in the same order.
 
     `crop="face"` (saved in video_preprocessor_config.json, so a model trained on face crops is served with them)
-    replaces each frame by a square around the face, `face_margin` face widths larger on every side, that follows one
-    face (`face_choice`: the "largest" or the most "central") through the window's frames; see faces_dfd.py. It needs
-    the package's `face` extra. The default, `crop="frame"`, is the model card's recipe: whole frames.
+    turns each window into one row per face followed through its frames, each frame a square around that face,
+    `face_margin` face widths larger on every side: at most `max_faces` faces, the largest or the most central first
+    (`face_choice`), so that the first row is the face a one-face model was trained on. A window without a face is one
+    row of whole frames. `face_detector` names the detector and its settings (faces_dfd.FACE_DETECTORS; default
+    libfacedetection), saved too, so that a crop is reproducible; see faces_dfd.py. It needs the package's `face`
+    extra. The default, `crop="frame"`, is the model card's recipe: whole frames, one row per window.
     """
 
     resample = PILImageResampling.BICUBIC
@@ -193,7 +215,15 @@ class DFDVideoProcessor(BaseVideoProcessor):
     num_frames = 12
     model_input_names = ["pixel_values"]
 
-    def __init__(self, crop: str = "frame", face_margin: float = 0.3, face_choice: str = "largest", **kwargs):
+    def __init__(
+        self,
+        crop: str = "frame",
+        face_margin: float = 0.3,
+        face_choice: str = "largest",
+        face_detector: dict | None = None,
+        max_faces: int = MAX_FACES,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if crop not in CROPS:
             raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
@@ -201,7 +231,10 @@ class DFDVideoProcessor(BaseVideoProcessor):
             raise ValueError(f"face_choice must be one of {FACE_CHOICES}, got {face_choice!r}")
         if isinstance(face_margin, bool) or not isinstance(face_margin, (int, float)) or not 0 <= face_margin <= 2:
             raise ValueError(f"face_margin must be a number of face widths in [0, 2], got {face_margin!r}")
+        if isinstance(max_faces, bool) or not isinstance(max_faces, int) or not 1 <= max_faces <= 64:
+            raise ValueError(f"max_faces must be a whole number of faces in [1, 64], got {max_faces!r}")
         self.crop, self.face_margin, self.face_choice = crop, float(face_margin), face_choice
+        self.face_detector, self.max_faces = face_detector_settings(face_detector), max_faces
 
     def preprocess(
         self,
@@ -278,16 +311,16 @@ class DFDVideoProcessor(BaseVideoProcessor):
         times = decoded.timestamps.reshape(shape["windows"])
         rows, windows = [], []
         for window, (window_frames, window_indices, window_times) in enumerate(zip(frames, indices_by_window, times)):
-            cropped, crop = self.crop_frames(window_frames)
-            rows.append(cropped)
-            windows.append(
-                DFDWindowMetadata(
-                    window=window,
-                    frames_indices=window_indices.tolist(),
-                    timestamps=[None if np.isnan(time) else round(float(time), 6) for time in window_times],
-                    **crop,
+            for cropped, crop in self.crop_frames(window_frames, window_times):
+                rows.append(cropped)
+                windows.append(
+                    DFDWindowMetadata(
+                        window=window,
+                        frames_indices=window_indices.tolist(),
+                        timestamps=[None if np.isnan(time) else round(float(time), 6) for time in window_times],
+                        **crop,
+                    )
                 )
-            )
         for note in notes:
             logger.warning(f"{info.path}: {note}")
         metadata = DFDVideoMetadata(
@@ -303,19 +336,34 @@ class DFDVideoProcessor(BaseVideoProcessor):
         )
         return rows, metadata
 
-    def crop_frames(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
+    def crop_frames(self, frames: np.ndarray, timestamps=None) -> list[tuple[np.ndarray, dict]]:
         """
-        The frames the model sees of one window's decoded frames (T, H, W, 3), before the resize to `size`, and what
-        was cropped (`DFDWindowMetadata` fields): the frames themselves, or with `crop="face"` the face track's crops.
+        The rows the model sees of one window's decoded frames (T, H, W, 3), before the resize to `size`, each with
+        what was cropped (`DFDWindowMetadata` fields): the frames themselves, or with `crop="face"` one row of crops
+        per face track (one row of whole frames without a face). `timestamps`: the frames' seconds (NaN: untimed).
         """
         if self.crop == "frame":
-            return frames, {}
-        crops, track, boxes = face_crop(frames, self.face_margin, self.face_choice)
-        return crops, {
-            "crop_boxes": boxes.tolist(),
-            "face_boxes": None if track.sources[0] == "frame" else np.round(track.boxes, 1).tolist(),
-            "face_sources": track.sources,
-        }
+            return [(frames, {})]
+        height, width = frames.shape[1:3]
+        tracks = face_crops(frames, self.face_margin, self.face_choice, self.max_faces, self.face_detector, timestamps)
+        if not tracks:
+            whole = {"crop_boxes": [[0, 0, width, height]] * len(frames), "face_sources": ["frame"] * len(frames)}
+            return [(frames, whole)]
+        return [
+            (
+                crops,
+                {
+                    "face": face,
+                    "crop_boxes": boxes.tolist(),
+                    "face_boxes": [
+                        None if source == "frame" else np.round(box, 1).tolist()
+                        for box, source in zip(track.boxes, track.sources)
+                    ],
+                    "face_sources": track.sources,
+                },
+            )
+            for face, (crops, track, boxes) in enumerate(tracks)
+        ]
 
     def _decode_transform(self, do_resize=None, size=None, resample=None):
         """

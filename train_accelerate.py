@@ -13,9 +13,19 @@ device with 2 accumulation steps, AdamW (weight decay 0.05, none on biases and n
 10% linear warmup, 12 epochs, cross-entropy with label smoothing 0.1, gradient clipping at 1.0, class-balanced
 sampling, video-level flip + brightness jitter, bf16 mixed precision where the GPU supports it, seed 42.
 
+Training data comes as a manifest (`dfd data index FORMAT ROOT --output M.csv` indexes a dataset as downloaded, with
+its official splits, or splits by identity where it has none), as FORMAT:ROOT (the same, indexed on the fly), as a
+folder of real/ and fake/, or as a Hub dataset. Without a validation split, one is held out by identity group (by a
+stratified split only for videos without groups). Training, validation and evaluation sets that share a video or an
+identity are refused unless --allow_overlap.
+
+    python train_accelerate.py --train_dir ffpp:/data/FF++ --eval_dir celebdf:/data/Celeb-DF-v2 --output_dir OUT
+
 Writes into OUT: model/ (the best checkpoint, Hub-ready with a model card, and the metrics.json and roc_curve.png of
-its validation, replaced in one step with it), log.jsonl, runs/ (tensorboard) and checkpoints/ (resumable with
---resume_from_checkpoint). --do_eval writes metrics.json, predictions.csv and ROC curves into OUT.
+its validation, replaced in one step with it), log.jsonl, runs/ (tensorboard), checkpoints/ (resumable with
+--resume_from_checkpoint) and, with --eval_dir, evaluation/ (the export's metrics.json, predictions.csv and ROC
+curves on the evaluation sets, whose cross-dataset table the model card shows too). --do_eval writes metrics.json,
+predictions.csv and ROC curves into OUT.
 
 The arguments, the output folder, the checkpoint to resume, the Hub (with --push_to_hub) and the data are checked
 before any model loads. A refusal or a failure the user can act on ends the run with one line `error: ...` and exit
@@ -24,6 +34,7 @@ status 1 (usage errors: 2); --debug shows its traceback.
 
 import sys
 import time
+from pathlib import Path
 
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
@@ -34,13 +45,21 @@ from dfd.tools.train.calibration import calibrate_decision
 from dfd.tools.train.checkpoints import find_checkpoint, keep_only_trainable_weights, load_best_checkpoint, resume
 from dfd.tools.train.data import load_frames, load_tables, make_eval_dataloader, make_train_dataloader
 from dfd.tools.train.errors import TrainingError, one_line
-from dfd.tools.train.evaluation import evaluate_model, evaluate_sets, load_metric
+from dfd.tools.train.evaluation import (
+    cross_dataset,
+    cross_dataset_table,
+    evaluate_model,
+    evaluate_sets,
+    load_metric,
+    score_sets,
+    write_cross_dataset,
+)
 from dfd.tools.train.export import export_best_checkpoint
 from dfd.tools.train.hub import check_hub_access, push_export
 from dfd.tools.train.loop import end_epoch, train_one_epoch
 from dfd.tools.train.model import load_model_and_processor, prepare_model
 from dfd.tools.train.optimization import make_lr_scheduler, make_optimizer, training_length
-from dfd.tools.train.output import check_output_dir
+from dfd.tools.train.output import EVALUATION_NAME, check_output_dir
 from dfd.tools.train.summary import describe_run
 
 
@@ -59,7 +78,7 @@ def main(argv: list[str] | None = None):
         tables = load_tables(args, accelerator)
 
         # Model and data: the frame cache decodes through the model's own processor.
-        model, processor = load_model_and_processor(args)
+        model, processor = load_model_and_processor(args, tables.crop)
         prepare_model(args, model, accelerator)
         data = load_frames(args, accelerator, tables, processor)
         metric = load_metric(accelerator)
@@ -98,13 +117,21 @@ def main(argv: list[str] | None = None):
                 state["train_runtime"] = time.time() - started_at
                 end_epoch(args, accelerator, lr_scheduler, state, epoch, metrics)
 
-        # Calibration and export: the best checkpoint evaluated once more, so that every number reported is its own.
+        # Calibration, the evaluation sets and export: the best checkpoint evaluated once more, so that every number
+        # reported is its own.
         best_checkpoint = load_best_checkpoint(args, accelerator, model, state)
         evaluation = evaluate_model(model, eval_dataloader, processor, metric, accelerator)
+        set_scores = score_sets(args, accelerator, model, processor, metric, data)
         if accelerator.is_main_process:
             _, labels, log_odds = evaluation
             calibration = calibrate_decision(labels, log_odds, args.target_false_positive_rate)
-            export_dir = export_best_checkpoint(args, processor, best_checkpoint, state, run, evaluation, calibration)
+            results = cross_dataset(data, set_scores, calibration["config"], metric) if set_scores else None
+            export_dir = export_best_checkpoint(
+                args, processor, best_checkpoint, state, run, evaluation, calibration, results
+            )
+            if results:
+                write_cross_dataset(Path(args.output_dir) / EVALUATION_NAME, results, str(export_dir))
+                print(cross_dataset_table(results))
             if args.push_to_hub:
                 push_export(args, export_dir)
     except TrainingError as error:

@@ -9,7 +9,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import datasets
 import pytest
 
 from dfd.tools.cli import main
@@ -26,7 +25,7 @@ from dfd.tools.data import (
 )
 from dfd.tools.data import dfd as dfd_format
 from dfd.tools.data.splits import SplitError, split_by_identity
-from dfd.tools.train.tables import stratified_split
+from dfd.tools.train.splits import stratified_split
 
 
 def relative(rows, root) -> dict[str, Row]:
@@ -106,21 +105,13 @@ def test_dfd_is_split_by_actor(ffpp_replicas):
 
 
 def test_the_card_split_leaks_identities_and_scenes_the_identity_split_does_not(ffpp_replicas):
-    """The card's plain stratified 90/10 split (tables.stratified_split) against ours on DFD's layout."""
+    """The card's plain stratified 90/10 split (what training does for videos without groups) against ours on DFD's
+    layout."""
     _, replica = ffpp_replicas
     ours = index("dfd", replica.root).rows
-    videos = [row.path for row in ours]
-    labels = [int(row.label == "fake") for row in ours]
-    table = datasets.Dataset.from_dict(
-        {"video": videos, "label": labels},
-        features=datasets.Features(
-            {"video": datasets.Value("string"), "label": datasets.ClassLabel(names=["real", "fake"])}
-        ),
-    )
-    train, validation = stratified_split(table, 10, seed=42)
-    by_path = {row.path: row for row in ours}
-    card = [Row(**{**vars(by_path[path]), "split": "train"}) for path in train["video"]]
-    card += [Row(**{**vars(by_path[path]), "split": "validation"}) for path in validation["video"]]
+    train, validation = stratified_split(ours, 10, seed=42)
+    card = [Row(**{**vars(row), "split": "train"}) for row in train]
+    card += [Row(**{**vars(row), "split": "validation"}) for row in validation]
 
     card_leak = leakage(card, "validation", dfd_format.scene)
     assert card_leak.shared_identities == card_leak.identities > 0
@@ -206,6 +197,8 @@ def test_deepfakebench_json_rows_are_frame_folders_once_each(deepfakebench_repli
     indexed = index("deepfakebench", replica.root, frames_root=rgb)
     rows = relative(indexed.rows, rgb)
     assert {name: (row.label, row.split) for name, row in rows.items()} == replica.videos
+    assert {row.crop for row in indexed.rows} == {"face"}  # DeepfakeBench's frames are face crops
+    assert {row.crop for row in indexed.rows} == {"face"}  # DeepfakeBench's frames are face crops
     # Celeb-DF's 3 test videos are also in train and val; DFD's 3 videos in all three splits.
     assert indexed.deduplicated == 6
     assert any("6 videos listed in several splits" in note for note in indexed.notes)
@@ -311,7 +304,7 @@ def test_manifest_round_trip_and_guards(tmp_path):
     ]
     manifest = write_manifest(tmp_path / "m.csv", rows)
     lines = manifest.read_text().splitlines()
-    assert lines[0] == "path,label,split,group,method,dataset"
+    assert lines[0] == "path,label,split,group,method,dataset,crop"
     assert lines[1].startswith("videos/a.mp4,") and lines[3].startswith("/elsewhere/c.mp4,")  # relative when below
     assert read_manifest(manifest) == rows
 
@@ -330,7 +323,7 @@ def test_manifest_round_trip_and_guards(tmp_path):
     refused(
         "path,label,split\nvideos/a.mp4,real,val\n", r"row 2: split must be one of train, validation, test, excluded"
     )
-    refused("label,path\nreal,a.mp4\n", "missing split")
+    refused("path,split\na.mp4,train\n", "missing label")
     refused("path,label,split\n,real,train\n", "row 2: empty path")
     refused("path,label,split\na.mp4,real\n", "row 2: 2 fields, the header has 3")
     refused("path,label,split\n", "no videos")

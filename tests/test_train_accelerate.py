@@ -15,13 +15,17 @@ import torch
 from safetensors import safe_open
 
 from dfd.modeling_dfd import DFDForVideoClassification
-from training_fixtures import TINY_CONFIG, eval_metrics, last_line, read_card, read_jsonl, run_script
-
-
-# `accelerate launch` with every setting given, so that it warns about none; --quiet: the launcher adds no traceback
-# of its own to a run that fails.
-LAUNCH = (sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_machines", "1", "--mixed_precision",
-          "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1")  # fmt: skip
+from training_fixtures import (
+    LAUNCH,
+    TINY_CONFIG,
+    TWO_CPU_PROCESSES,
+    TWO_CPU_PROCESSES_ENVIRONMENT,
+    eval_metrics,
+    last_line,
+    read_card,
+    read_jsonl,
+    run_script,
+)
 
 
 def test_run_trains_evaluates_checkpoints_and_exports(trained, training_videos):
@@ -119,13 +123,11 @@ def test_bf16_step_runs_on_cpu_and_exports_the_fp32_backbone(bf16_run_with_faile
 
 
 def test_two_processes_train_evaluate_and_export_once(train_args, tmp_path):
-    # `accelerate launch --cpu` starts a single process unless MPI is set up; a torchrun launch (--multi_gpu) with
-    # ACCELERATE_USE_CPU gives real multi-process CPU training over gloo.
     output_dir = tmp_path / "out"
     result = run_script(
         *train_args, "--output_dir", output_dir, "--num_train_epochs", "1", "--report_to", "none",
-        launcher=(*LAUNCH, "--multi_gpu", "--num_processes", "2"),
-        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+        launcher=TWO_CPU_PROCESSES,
+        env={**os.environ, **TWO_CPU_PROCESSES_ENVIRONMENT},
     )  # fmt: skip
     assert "(2 processes" in result.stderr
     assert result.stderr.count("Exported to") == 1
@@ -146,8 +148,8 @@ def test_a_refusal_ends_every_process_with_one_line(train_args, tmp_path):
     arguments[arguments.index("--train_dir") + 1] = tmp_path / "videos"
     result = run_script(
         *arguments,
-        launcher=(*LAUNCH, "--multi_gpu", "--num_processes", "2"),
-        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+        launcher=TWO_CPU_PROCESSES,
+        env={**os.environ, **TWO_CPU_PROCESSES_ENVIRONMENT},
         check=False,
     )  # fmt: skip
     assert result.returncode == 1

@@ -27,12 +27,16 @@ def videos(tmp_path):
         ),
         (["--target_false_positive_rate", "1.5"], "argument --target_false_positive_rate: must lie in (0, 1), got 1.5"),
         (["--config_overrides", "[1, 2]"], "argument --config_overrides: expected a JSON object"),
-        # Ignored until now: a lone --eval_dir while training, and --dataset_name beside --train_dir.
-        (["--eval_dir", "."], "--eval_dir and --eval_split are for --do_eval"),
-        (["--eval_split", "test"], "--eval_dir and --eval_split are for --do_eval"),
+        # Would be ignored: --eval_split without a set to pick from, and --dataset_name beside --train_dir.
+        (["--eval_split", "test"], "--eval_split picks the split of each --eval_dir: give --eval_dir"),
         (["--dataset_name", "org/videos"], "--train_dir and --dataset_name are two sources of training data"),
-        # Found missing before any model loads (or, for a Hub id, Hub retries start).
-        (["--validation_dir", "no/such/../folder"], "--validation_dir no/such/../folder: no such folder or manifest"),
+        (["--augment", "heavy"], "argument --augment: invalid choice: 'heavy' (choose from"),
+        # Found missing before any model loads (or, for a Hub id, Hub retries start); FORMAT:ROOT by its ROOT.
+        (
+            ["--validation_dir", "no/such/../folder"],
+            "--validation_dir no/such/../folder: no such folder, manifest or dataset root",
+        ),
+        (["--eval_dir", "celebdf:no/such/root"], "--eval_dir celebdf:no/such/root: no such folder, manifest or"),
         (["--model_path", "./no_such_checkpoint"], "--model_path ./no_such_checkpoint: no such folder"),
         (["--push_to_hub"], "--push_to_hub needs --hub_model_id ORG/NAME"),
         (["--push_to_hub", "--hub_model_id", "org/bad--name"], "--hub_model_id: Cannot have -- or .. in repo_id"),
@@ -49,7 +53,7 @@ def test_arguments_that_would_be_ignored_misfit_or_train_nothing_are_refused(vid
 @pytest.mark.parametrize(
     "arguments, error",
     [
-        (["--train_dir", "missing_videos"], "--train_dir missing_videos: no such folder or manifest"),
+        (["--train_dir", "missing_videos"], "--train_dir missing_videos: no such folder, manifest or dataset root"),
         (["--do_eval", "--eval_dir", "."], "--do_eval needs --model_path and --eval_dir (and/or --dataset_name)"),
         ([], "training needs --train_dir (or --dataset_name)"),
     ],
@@ -58,6 +62,18 @@ def test_missing_data_is_refused(arguments, error, capsys):
     with pytest.raises(SystemExit):
         parse_args([*arguments, "--output_dir", "out"])
     assert error in capsys.readouterr().err
+
+
+def test_training_takes_dataset_roots_and_evaluation_sets(videos, tmp_path):
+    """FORMAT:ROOT names a dataset as downloaded (checked by its ROOT); --eval_dir after training is evaluated by
+    the export, with the robust augmentation and --allow_overlap as asked."""
+    args = parse_args(
+        ["--train_dir", f"ffpp:{tmp_path}", "--eval_dir", f"celebdf:{videos}", videos, "--eval_split", "test",
+         "--augment", "robust", "--allow_overlap", "--output_dir", "out"]
+    )  # fmt: skip
+    assert args.train_dir == f"ffpp:{tmp_path}" and args.eval_dir == [f"celebdf:{videos}", videos]
+    assert args.augment == "robust" and args.allow_overlap
+    assert parse_args(["--train_dir", videos, "--output_dir", "out"]).augment == "card"
 
 
 def test_evaluation_takes_sets_from_folders_and_a_dataset(videos, tmp_path):

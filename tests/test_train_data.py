@@ -10,6 +10,7 @@ import torch
 from accelerate import PartialState
 
 from dfd.configuration_dfd import DFDConfig
+from dfd.tools.data import Row
 from dfd.tools.export import processor_for
 from dfd.tools.train.arguments import parse_args
 from dfd.tools.train.data import VideoData, load_frames, load_tables, make_train_dataloader
@@ -46,8 +47,9 @@ def test_a_dataset_and_two_folders_are_three_sets_each_with_its_own_videos(tmp_p
     )  # fmt: skip
     tables = load_tables(args, PartialState())
     assert list(tables.evaluation) == ["X", "A", "B"]
-    assert [len(table) for table in tables.evaluation.values()] == [2, 3, 4]
-    assert set(tables.evaluation["A"]["video"]) == {str(path) for path in first.rglob("*.mp4")}
+    assert [len(evaluation.rows) for evaluation in tables.evaluation.values()] == [2, 3, 4]
+    assert {evaluation.split for evaluation in tables.evaluation.values()} == {"test", "train"}
+    assert {row.path for row in tables.evaluation["A"].rows} == {str(path) for path in first.rglob("*.mp4")}
 
 
 def test_an_evaluation_split_the_set_lacks_is_one_line(tmp_path, make_video):
@@ -88,10 +90,9 @@ def test_a_training_folder_without_videos_is_refused(tmp_path):
 @pytest.mark.parametrize("balanced", [True, False])
 def test_training_sampler(balanced, tmp_path):
     """Class-balanced: drawn with replacement, both classes about equally often. Off: each video once per epoch."""
-    labels = [0] * 90 + [1] * 10
-    table = datasets.Dataset.from_dict({"video": [f"video_{index}.mp4" for index in range(100)], "label": labels})
+    rows = [Row(f"video_{index}.mp4", "real" if index < 90 else "fake", "train") for index in range(100)]
     frames = datasets.Dataset.from_dict({"frames": np.arange(100).reshape(100, 1, 1, 1, 1)}).with_format("numpy")
-    data = VideoData(frames, {f"video_{index}.mp4": index for index in range(100)}, {}, train=table, validation=table)
+    data = VideoData(frames, {f"video_{index}.mp4": index for index in range(100)}, {}, train=rows, validation=rows)
     sampling = "--class_balanced_sampling" if balanced else "--no-class_balanced_sampling"
     args = parse_args(
         ["--train_dir", str(tmp_path), "--output_dir", "out", "--per_device_train_batch_size", "10", sampling]

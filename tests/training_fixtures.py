@@ -23,6 +23,14 @@ from conftest import REPO_ROOT, write_video
 
 
 TINY_CONFIG = '{"image_size": 48, "adapter_bottleneck": 8, "num_frames": 4}'
+# `accelerate launch` with every setting given, so that it warns about none; --quiet: the launcher adds no traceback
+# of its own to a run that fails.
+LAUNCH = (sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_machines", "1", "--mixed_precision",
+          "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1")  # fmt: skip
+# Two processes on a CPU: `accelerate launch --cpu` starts a single process unless MPI is set up; a torchrun launch
+# (--multi_gpu) with ACCELERATE_USE_CPU gives real multi-process CPU runs over gloo.
+TWO_CPU_PROCESSES = (*LAUNCH, "--multi_gpu", "--num_processes", "2")
+TWO_CPU_PROCESSES_ENVIRONMENT = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
 BRIGHTNESS = {"real": 170, "fake": 70}
 
 

@@ -57,10 +57,12 @@ def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] =
     lines = []
     for requirement in metadata.requires(DISTRIBUTION) or ():
         requirement, _, marker = requirement.partition(";")
-        if marker:  # an extra's requirement
-            extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
-            if extra and extra.group(1) in extras:
-                lines.append(requirement.strip().replace(" ", ""))
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
+        if extra:  # an extra's requirement: kept with its other markers (platforms, Python versions)
+            if extra.group(1) in extras:
+                platforms = re.sub(r"\s*\band\s+extra\s*==\s*['\"][^'\"]+['\"]|extra\s*==\s*['\"][^'\"]+['\"]\s*(and\b)?", "", marker)
+                line = requirement.strip().replace(" ", "")
+                lines.append(f"{line}; {platforms.strip()}" if platforms.strip() else line)
             continue
         name = re.match(r"[A-Za-z0-9._-]+", requirement).group().replace("_", "-").lower()
         if name in wanted:

@@ -177,11 +177,15 @@ def grass_background(height: int, width: int) -> np.ndarray:
     return np.stack([tiles * 0.7, tiles, tiles * 0.5], axis=-1).astype(np.uint8)
 
 
-def face_scene(height: int, width: int, centres, face_height: float) -> tuple[np.ndarray, np.ndarray]:
+def face_scene(
+    height: int, width: int, centres, face_height: float, angle: float = 0.0, background: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """
     Frames (T, height, width, 3) of a real face, scikit-image's astronaut (the `dev` extra installs it), pasted on a
-    textured background (its grass texture) with her face `face_height` pixels tall and centred at each of `centres`
-    (x, y), moved inside the frame where it would stick out; and the true face box `x0, y0, x1, y1` of each frame.
+    textured background (its grass texture, or `background`: one (height, width, 3) frame or one per centre) with her
+    face `face_height` pixels tall, turned `angle` degrees counter-clockwise, and centred at each of `centres` (x, y),
+    moved inside the frame where it would stick out (her hair and shoulders may be cut by the frame's edges); and the
+    true face box `x0, y0, x1, y1` of each frame (around the turned face).
     """
     import PIL.Image
     from skimage import data
@@ -190,17 +194,33 @@ def face_scene(height: int, width: int, centres, face_height: float) -> tuple[np
     face_box = ASTRONAUT_FACE_BOX - [_ASTRONAUT_HEAD[1].start, _ASTRONAUT_HEAD[0].start] * 2
     scale = face_height / (face_box[3] - face_box[1])
     size = (round(head.shape[1] * scale), round(head.shape[0] * scale))
-    head = np.asarray(PIL.Image.fromarray(head).resize(size, PIL.Image.BICUBIC))
-    if head.shape[0] > height or head.shape[1] > width:
+    image = PIL.Image.fromarray(head).resize(size, PIL.Image.BICUBIC).convert("RGBA")
+    face = face_box * scale
+    if angle:
+        # Turned about the image centre, which `expand` keeps at the centre of the larger image.
+        image = image.rotate(angle, PIL.Image.BICUBIC, expand=True)
+        corners = np.array([[face[0], face[1]], [face[2], face[1]], [face[0], face[3]], [face[2], face[3]]])
+        centre = np.array(size) / 2
+        radians = np.deg2rad(angle)
+        turn = np.array([[np.cos(radians), np.sin(radians)], [-np.sin(radians), np.cos(radians)]])
+        corners = (corners - centre) @ turn.T + np.array(image.size) / 2
+        face = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+    pixels, alpha = np.asarray(image)[..., :3], np.asarray(image)[..., 3:] / 255
+    if face[3] - face[1] > height or face[2] - face[0] > width:
         raise ValueError(f"a face {face_height} px tall does not fit in {width}x{height} frames")
-    background = grass_background(height, width)
+    centres = list(centres)
+    if background is None:
+        background = grass_background(height, width)
+    backgrounds = np.broadcast_to(background, (len(centres), height, width, 3))
     frames, boxes = [], []
-    for x, y in centres:
-        face = face_box * scale
-        left = int(np.clip(round(x - (face[0] + face[2]) / 2), 0, width - head.shape[1]))
-        top = int(np.clip(round(y - (face[1] + face[3]) / 2), 0, height - head.shape[0]))
-        frame = background.copy()
-        frame[top : top + head.shape[0], left : left + head.shape[1]] = head
+    for (x, y), scenery in zip(centres, backgrounds):
+        left = int(round(np.clip(x - (face[0] + face[2]) / 2, -face[0], width - face[2])))
+        top = int(round(np.clip(y - (face[1] + face[3]) / 2, -face[1], height - face[3])))
+        frame = scenery.copy()
+        rows = slice(max(top, 0), min(top + pixels.shape[0], height))
+        columns = slice(max(left, 0), min(left + pixels.shape[1], width))
+        inside = (slice(rows.start - top, rows.stop - top), slice(columns.start - left, columns.stop - left))
+        frame[rows, columns] = np.round(frame[rows, columns] * (1 - alpha[inside]) + pixels[inside] * alpha[inside])
         frames.append(frame)
         boxes.append(face + [left, top, left, top])
     return np.stack(frames), np.stack(boxes)

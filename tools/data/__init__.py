@@ -3,13 +3,15 @@ The field's datasets as downloaded, as manifests with honest splits (`dfd data i
 
 The API the training side uses, small and stable:
 
-- `read_manifest(path) -> list[Row]`: a manifest CSV (`path,label,split,group,method,dataset`), checked, with
+- `read_manifest(path) -> list[Row]`: a manifest CSV (`path,label,split,group,method,dataset,crop`), checked, with
   absolute paths;
 - `resolve(source) -> list[Row]`: a manifest path, or `FORMAT:ROOT` (e.g. `dfd:/data/FaceForensics++`) indexed on the
   fly with the defaults;
 - `index(format, root, **options) -> Index`: a dataset's rows and the notes on what was left out, for `FORMATS`;
 - `write_manifest(path, rows)`; `Row` (path, label real/fake, split train/validation/test/excluded, group, method,
-  dataset); `ManifestError`, `LayoutError`, `SplitError` (all ValueErrors whose message is one line).
+  dataset, crop frame/face); `ManifestError`, `LayoutError`, `SplitError` (all ValueErrors whose message is one
+  line);
+- `source_path(source) -> str`: the file or folder a source names (ROOT for `FORMAT:ROOT`).
 
 Rows whose split is `excluded` are for the record only: training and evaluation skip them.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from . import celebdf, deepfakebench, dfd, dfdc, dfdcp, ffpp
 from .layout import COMPRESSIONS, Index, LayoutError
-from .manifest import COLUMNS, LABELS, SPLITS, ManifestError, Row, read_manifest, write_manifest
+from .manifest import COLUMNS, CROPS, LABELS, SPLITS, ManifestError, Row, read_manifest, write_manifest
 from .splits import SplitError, leakage
 
 
@@ -27,8 +29,8 @@ from .splits import SplitError, leakage
 FORMATS = {"ffpp": ffpp, "dfd": dfd, "celebdf": celebdf, "dfdc": dfdc, "dfdcp": dfdcp, "deepfakebench": deepfakebench}
 
 __all__ = [
-    "COLUMNS", "COMPRESSIONS", "FORMATS", "LABELS", "SPLITS", "Index", "LayoutError", "ManifestError", "Row",
-    "SplitError", "index", "leakage", "read_manifest", "resolve", "write_manifest",
+    "COLUMNS", "COMPRESSIONS", "CROPS", "FORMATS", "LABELS", "SPLITS", "Index", "LayoutError", "ManifestError", "Row",
+    "SplitError", "index", "leakage", "read_manifest", "resolve", "source_path", "write_manifest",
 ]  # fmt: skip
 
 
@@ -53,16 +55,29 @@ def index(format: str, root: str | os.PathLike, **options) -> Index:
     return module.index(Path(root).expanduser().absolute(), **options)
 
 
+def _format_and_root(source: str | os.PathLike) -> tuple[str | None, str]:
+    """(FORMAT, ROOT) of `FORMAT:ROOT`; (None, source) for anything else (a file named like it included)."""
+    text = os.fspath(source)
+    format, separator, root = text.partition(":")
+    if separator and format in FORMATS and not os.path.exists(text):
+        return format, root
+    return None, text
+
+
+def source_path(source: str | os.PathLike) -> str:
+    """The file or folder `source` names: ROOT for `FORMAT:ROOT`, else `source` itself."""
+    return _format_and_root(source)[1]
+
+
 def resolve(source: str | os.PathLike) -> list[Row]:
     """
     The rows of `source`: a manifest file, or `FORMAT:ROOT` (a dataset indexed with the defaults, not written).
     Raises ManifestError, LayoutError or SplitError with a one-line message.
     """
-    text = os.fspath(source)
-    format, separator, root = text.partition(":")
-    if separator and format in FORMATS and not os.path.exists(text):
-        rows = index(format, root).rows
-        if not rows:
-            raise LayoutError(f"{text}: no videos")
-        return rows
-    return read_manifest(text)
+    format, path = _format_and_root(source)
+    if format is None:
+        return read_manifest(path)
+    rows = index(format, path).rows
+    if not rows:
+        raise LayoutError(f"{os.fspath(source)}: no videos")
+    return rows

@@ -8,7 +8,9 @@ abstract_dataset.py` reads them, `preprocessing/preprocess.py` writes the frames
 
 with one more level, `{"raw" | "c23" | "c40": {video: ...}}`, under each split of the FaceForensics++ family. The
 frames of a video are `<folder>/frames/<video>/NNN.png`; the row is that frame folder. Relative frame paths are
-resolved against `frames_root` (DeepfakeBench's `rgb_dir`; default: the JSON file's folder).
+resolved against `frames_root` (DeepfakeBench's `rgb_dir`; default: the JSON file's folder). The frames are face
+crops (`preprocessing/preprocess.py` aligns the largest face of each frame and crops it at 1.3 times its landmarks'
+template): the rows say `crop: face`, so that a model trained on them crops faces when it predicts.
 
 Labels: a label name means what DeepfakeBench's `training/config/train_config.yaml` `label_dict` says it means
 (e.g. `FF-DF: 1`, `CelebDFv2_real: 0`, 1 = fake); a name it does not list is an error.
@@ -133,7 +135,8 @@ def index(json_file: Path, compression: str = "c23", frames_root: Path | None = 
             missing.append(folder)
             continue
         _, label, group, method, dataset = listed[0]
-        rows.append(Row(folder, label, most_held_out(split for split, *_ in listed), group, method, dataset))
+        split = most_held_out(split for split, *_ in listed)
+        rows.append(Row(folder, label, split, group, method, dataset, crop="face"))
     deduplicated = sum(len({split for split, *_ in listed}) > 1 for listed in listings.values())
     if deduplicated:
         notes.append(f"{deduplicated} videos listed in several splits, each kept once in the most held-out of them")

@@ -1,18 +1,22 @@
 """
-The manifest: a plain CSV with one row per video, `path,label,split,group,method,dataset`, and the one reader and
-writer of it.
+The manifest: a plain CSV with one row per video, `path,label,split,group,method,dataset,crop`, and the one reader and
+writer of it (`dfd data index` writes it, training reads it).
 
 - path: a video file or a folder of frame images; relative to the manifest's folder, or absolute.
-- label: `real` or `fake`, spelled out. 0/1 flags are refused: datasets disagree on what 1 means (Celeb-DF's test
-  list flags 1 = real, DFDC's labels.csv 1 = fake), and copying one into a manifest silently inverts an evaluation.
+- label: `real` or `fake`, spelled out (any case). 0/1 flags are refused: datasets disagree on what 1 means (Celeb-DF's
+  test list flags 1 = real, DFDC's labels.csv 1 = fake), and copying one into a manifest silently inverts an
+  evaluation.
 - split: `train`, `validation`, `test`, or `excluded` (kept for the record, never used: a fake whose identities fell
   in different splits).
 - group: the identities (or source video) the row depends on, several joined by `+`; rows of one group belong in one
   split.
 - method: how the video was made, as its dataset names it (`original` for real videos).
 - dataset: the dataset it comes from.
+- crop: what its frames show: `frame` (whole frames, as recorded) or `face` (face crops made before it was stored,
+  e.g. DeepfakeBench's preprocessed frames). A model trained on face crops must crop faces when it predicts.
 
-`group`, `method` and `dataset` may be left out of a hand-written manifest; `path`, `label` and `split` may not.
+Only `path` and `label` are required, so a hand-written `label,path` CSV is a manifest: a missing `split` makes every
+row `train`, a missing `crop` every row `frame`. A manifest is CSV only; JSON files are refused.
 """
 
 import csv
@@ -27,8 +31,10 @@ from ..files import write_atomically
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "validation", "test", "excluded")
-COLUMNS = ("path", "label", "split", "group", "method", "dataset")
-REQUIRED_COLUMNS = ("path", "label", "split")
+CROPS = ("frame", "face")
+COLUMNS = ("path", "label", "split", "group", "method", "dataset", "crop")
+REQUIRED_COLUMNS = ("path", "label")
+DEFAULTS = {"split": "train", "crop": "frame"}  # of a column a manifest leaves out, or a cell it leaves empty
 
 
 class ManifestError(ValueError):
@@ -45,6 +51,7 @@ class Row:
     group: str = ""
     method: str = ""
     dataset: str = ""
+    crop: str = "frame"
 
     @property
     def identities(self) -> list[str]:
@@ -53,14 +60,21 @@ class Row:
 
 
 def check_row(row: Row, where: str):
-    """ManifestError naming `where` unless the row's label and split are spelled as a manifest spells them."""
+    """ManifestError naming `where` unless the row's label, split and crop are spelled as a manifest spells them."""
     if not row.path:
         raise ManifestError(f"{where}: empty path")
     if row.label not in LABELS:
-        hint = " (write real or fake: 0/1 flags mean different things in different datasets)"
-        raise ManifestError(f"{where}: label must be real or fake, got {row.label!r}{hint if row.label else ''}")
+        hint = (
+            " (write real or fake: datasets disagree on what 1 means; Celeb-DF's test list writes 1 for real, DFDC's "
+            "labels.csv 1 for fake)"
+        )
+        raise ManifestError(
+            f"{where}: label must be real or fake, got {row.label!r}{hint if row.label in ('0', '1') else ''}"
+        )
     if row.split not in SPLITS:
         raise ManifestError(f"{where}: split must be one of {', '.join(SPLITS)}, got {row.split!r}")
+    if row.crop not in CROPS:
+        raise ManifestError(f"{where}: crop must be one of {', '.join(CROPS)}, got {row.crop!r}")
 
 
 def _unique_path(path: str) -> str:
@@ -99,7 +113,9 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[Row]) -> Path:
     writer.writerow(COLUMNS)
     folder = path.absolute().parent
     for row in rows:
-        writer.writerow([_relative(row.path, folder), row.label, row.split, row.group, row.method, row.dataset])
+        writer.writerow(
+            [_relative(row.path, folder), row.label, row.split, row.group, row.method, row.dataset, row.crop]
+        )
     return write_atomically(path, text.getvalue())
 
 
@@ -110,6 +126,11 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
     unknown split, an empty path, or a path listed twice. Whether each video exists is left to whoever decodes it.
     """
     path = Path(path)
+    if path.suffix.lower() in (".json", ".jsonl"):
+        raise ManifestError(
+            f"{path}: a manifest is a CSV file with columns {','.join(COLUMNS)} (only path and label are required); "
+            "JSON is not read"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -122,8 +143,8 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
         missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
             raise ManifestError(
-                f"{path}: a manifest needs the columns {','.join(COLUMNS)} (group, method and dataset may be left "
-                f"out); missing {', '.join(missing)} in the header {','.join(header)!r}"
+                f"{path}: a manifest needs the columns {','.join(COLUMNS)} (only path and label are required); "
+                f"missing {', '.join(missing)} in the header {','.join(header)!r}"
             )
         columns = {name: header.index(name) for name in COLUMNS if name in header}
         folder = path.absolute().parent
@@ -135,6 +156,8 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
             if len(values) != len(header):
                 raise ManifestError(f"{path}, row {position}: {len(values)} fields, the header has {len(header)}")
             fields = {name: values[column].strip() for name, column in columns.items()}
+            fields.update({name: fields.get(name) or default for name, default in DEFAULTS.items()})
+            fields["label"] = fields["label"].lower()
             video = fields["path"]
             rows.append(Row(**{**fields, "path": os.path.normpath(folder / video) if video else ""}))
             positions.append(position)

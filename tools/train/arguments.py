@@ -11,6 +11,7 @@ import datasets
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..argument_types import json_object, positive_int, probability
+from ..data import source_path
 from ..export import check_config_overrides, hub_id
 from .card import CARD_METRICS
 
@@ -34,19 +35,23 @@ class ArgumentParser(argparse.ArgumentParser):
 def add_data_arguments(group):
     group.add_argument(
         "--train_dir",
-        help="Folder with real/ and fake/ subfolders (video files or frame folders), or a CSV/JSONL manifest with "
-        "columns path, label and optionally split.",
+        help="Training data: a manifest CSV (`dfd data index FORMAT ROOT --output M.csv` writes one from a dataset as "
+        "downloaded; a hand-written label,path CSV with real/fake labels is one too), FORMAT:ROOT (the same, indexed "
+        "on the fly, e.g. ffpp:/data/FaceForensics++), or a folder with real/ and fake/ subfolders (video files or "
+        "frame folders). A manifest's train split is trained on and its validation split validated on.",
     )
     group.add_argument(
         "--validation_dir",
-        help="Validation data, same forms as --train_dir. Default: the training data's validation split, else a "
-        "stratified split of the training data.",
+        help="Validation data, same forms as --train_dir (its validation split, else its only one). Default: the "
+        "training data's validation split, else one held out of the training videos (see "
+        "--validation_split_percentage).",
     )
     group.add_argument(
         "--eval_dir",
         nargs="+",
-        help="Data to evaluate with --do_eval, same forms as --train_dir; several evaluation sets (and "
-        "--dataset_name's) give a cross-dataset table, one row per set.",
+        help="Evaluation sets, same forms as --train_dir (each its --eval_split): scored by --model_path with "
+        "--do_eval, or after training by the exported checkpoint. Several sets (and with --do_eval --dataset_name) "
+        "give a cross-dataset table, a row per set and per method of a set with several.",
     )
     group.add_argument(
         "--dataset_name",
@@ -66,7 +71,16 @@ def add_data_arguments(group):
         "--validation_split_percentage",
         type=float,
         default=10.0,
-        help="Held-out share (stratified) when no validation split is given.",
+        help="Share of the training videos held out to validate on when no validation split is given: by identity "
+        "group when the rows have groups (a manifest's group column: no actor or source video on both sides), else "
+        "a plain stratified split (folders of real/ and fake/).",
+    )
+    group.add_argument(
+        "--allow_overlap",
+        action="store_true",
+        help="Train even when the training, validation and evaluation sets share videos or identity groups (refused "
+        "by default: a detector scored on faces it trained on can score well by recognising them). What they share "
+        "is recorded in metrics.json and the model card.",
     )
     group.add_argument(
         "--cache_dir",
@@ -77,7 +91,8 @@ def add_data_arguments(group):
         "--preprocessing_num_workers",
         type=int,
         default=min(8, os.cpu_count() or 1),
-        help="Processes decoding videos into the frame cache.",
+        help="Processes decoding videos into the frame cache on each machine, shared among the run's processes "
+        "there; every process of the run decodes its share of the videos.",
     )
     group.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes of each DataLoader.")
     group.add_argument(
@@ -131,6 +146,14 @@ def add_training_arguments(group):
     )
     group.add_argument(
         "--brightness_jitter", type=float, default=0.2, help="Brightness factor range [1 - b, 1 + b] per video."
+    )
+    group.add_argument(
+        "--augment",
+        choices=("card", "robust"),
+        default="card",
+        help="card: horizontal flip and brightness jitter, one draw per video (the recipe). robust: also, each with "
+        "probability 0.5, noise, downscale-upscale, blur and re-compression (H.264 at CRF 23 to 40, FaceForensics++'s "
+        "c23 to c40, or JPEG at quality 30 to 90), in the DataLoader workers (benchmarks/bench_data.py: its cost).",
     )
     group.add_argument("--seed", type=int, default=42, help="Seed of the data order, augmentation and dropout.")
     group.add_argument(
@@ -220,8 +243,8 @@ def add_checkpoint_arguments(group):
 
 
 def missing_local_path(name: str | None, hub_allowed: bool) -> bool:
-    """A path that is not on this machine, and (when a Hub id would do) does not read as one either."""
-    return bool(name) and not os.path.exists(name) and not (hub_allowed and hub_id(name))
+    """A path (or FORMAT:ROOT's ROOT) that is not on this machine, and (when a Hub id would do) does not read as one."""
+    return bool(name) and not os.path.exists(source_path(name)) and not (hub_allowed and hub_id(name))
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -233,14 +256,14 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace):
         parser.error("training needs --train_dir (or --dataset_name); use --do_eval to only evaluate")
     elif args.train_dir and args.dataset_name:
         parser.error("--train_dir and --dataset_name are two sources of training data: give one")
-    elif args.eval_dir or args.eval_split:
-        parser.error("--eval_dir and --eval_split are for --do_eval; training validates on --validation_dir")
+    elif args.eval_split and not args.eval_dir:
+        parser.error("--eval_split picks the split of each --eval_dir: give --eval_dir")
     for option in ("train_dir", "validation_dir"):
         if missing_local_path(getattr(args, option), hub_allowed=False):
-            parser.error(f"--{option} {getattr(args, option)}: no such folder or manifest")
+            parser.error(f"--{option} {getattr(args, option)}: no such folder, manifest or dataset root")
     for eval_dir in args.eval_dir or ():
         if missing_local_path(eval_dir, hub_allowed=False):
-            parser.error(f"--eval_dir {eval_dir}: no such folder or manifest")
+            parser.error(f"--eval_dir {eval_dir}: no such folder, manifest or dataset root")
     for option in ("model_path", "init_from"):
         if missing_local_path(getattr(args, option), hub_allowed=True):
             parser.error(f"--{option} {getattr(args, option)}: no such folder (nor a Hub id ORG/NAME)")

@@ -6,7 +6,10 @@ import math
 from huggingface_hub import EvalResult, ModelCardData
 
 from ..export import DEFAULT_MODEL_NAME, hub_id
+from .evaluation import cross_dataset_markdown
 from .optimization import batch_settings, describe_batch
+from .splits import Overlap
+from .summary import describe_split
 
 
 # Reported in the model card's model-index, with their display names.
@@ -39,6 +42,84 @@ def describe_decision(config) -> str:
         "target false-positive rate on the real validation videos; a video of more windows is held to a higher "
         "threshold, so that long real videos are not flagged more often than short ones. `dfd predict --threshold` "
         "and the Endpoint's `threshold` parameter override it."
+    )
+
+
+def describe_temperature(calibration: dict) -> str:
+    """Whether the calibration kept its temperature, and why: it is kept only when it helps on held-out videos."""
+    if calibration.get("temperature_kept"):
+        return (
+            f"Temperature scaling is kept: it lowered the validation videos' negative log-likelihood on videos it was "
+            f"not fitted on (cross-validated) by {calibration['held_out_nll_gain']:.4f}."
+        )
+    if calibration.get("held_out_nll_gain") is None:
+        return (
+            "The temperature is 1: there were too few validation videos of each class to check that temperature "
+            "scaling lowers their negative log-likelihood on held-out videos, the condition for keeping it."
+        )
+    return (
+        f"The temperature is 1: the fitted one ({calibration['fitted_temperature']:.3f}) did not lower the validation "
+        "videos' negative log-likelihood on held-out videos (cross-validated), the condition for keeping it."
+    )
+
+
+def describe_data_source(args, summary: dict) -> str:
+    """The training data: a Hub dataset, or the datasets (with their methods) of the manifests, or local folders."""
+    dataset = hub_id(args.dataset_name)
+    if dataset:
+        return f"the Hub dataset [`{dataset}`](https://huggingface.co/datasets/{dataset})"
+    named = {name: methods for name, methods in summary["datasets"]["train"].items() if name}
+    if not named:
+        return "local videos (folders of real/ and fake/)"
+    return "; ".join(
+        f"{name} ({', '.join(f'{method}: {count:,}' for method, count in methods.items())} training videos)"
+        for name, methods in named.items()
+    )
+
+
+def describe_split_policy(split: dict) -> str:
+    """The card's paragraph on the validation split: how it was made, what it shares with training, and why."""
+    text = f"Validation split: {describe_split(split)}."
+    if split["validation"] == "identity":
+        text += (
+            " This departs from the recipe's plain stratified split, which puts videos of one identity on both sides "
+            "(on DeepFakeDetection every validation actor is also a training actor): a detector validated on faces "
+            "it trained on can score well by recognising them."
+        )
+    elif split["validation"] == "stratified":
+        text += (
+            " Videos of one person may be on both sides, and a detector validated on faces it trained on can score "
+            "well by recognising them; a manifest with identity groups (`dfd data index`) is split by identity."
+        )
+    for overlap in split["overlaps"]:
+        text += f" Trained with `--allow_overlap`: {Overlap(**overlap).describe()}."
+    return text
+
+
+def describe_augmentation(args) -> str:
+    text = f"horizontal flip, brightness jitter {args.brightness_jitter} (one draw per video)"
+    if args.augment == "robust":
+        text += (
+            "; robust: noise, downscale-upscale, blur and re-compression (H.264 CRF 23-40 or JPEG quality 30-90), "
+            "each with probability 0.5"
+        )
+    return text
+
+
+def describe_evaluation(evaluation: dict | None, num_frames: int) -> str:
+    """The evaluation sets' section: which datasets, splits and methods, and the cross-dataset table."""
+    if not evaluation:
+        return ""
+    sets = evaluation["sets"]
+    evaluated = []
+    for name, result in sets.items():
+        methods = f", fakes: {', '.join(result['fake_methods'])}" if result["fake_methods"] else ""
+        evaluated.append(f"{name} ({result['split']} split{methods})")
+    return (
+        f"\n### Evaluation sets\n\nThis checkpoint on {'; '.join(evaluated)}, each video scored once (one window "
+        f"of {num_frames} frames spread over it) and judged at the threshold above ({evaluation['threshold']:.4f}). "
+        "AUC, AP and EER are video-level and threshold-free; a set with several methods has a row per method (its "
+        "fakes against the same dataset's real videos).\n\n" + cross_dataset_markdown(sets) + "\n"
     )
 
 
@@ -81,10 +162,12 @@ def model_card_data(args, metrics: dict) -> ModelCardData:
 
 
 def model_card(args, model, summary: dict, metrics: dict) -> str:
-    """README.md of the export: tools/model_card.md filled in with this run's recipe and numbers."""
+    """
+    README.md of the export: tools/model_card.md filled in with this run's recipe and numbers. `summary`: what the
+    export's metrics.json holds (the run, its split, calibration and evaluation sets); `metrics`: the validation's.
+    """
     config = model.config
     card_data = model_card_data(args, metrics)
-    dataset = hub_id(args.dataset_name)
     counts = summary["data"]
     trainable, total = model.num_parameters(only_trainable=True), model.num_parameters()
     adapters = (
@@ -109,9 +192,7 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
         trainable=trainable,
         total=total,
         trainable_share=trainable / total,
-        data_source=f"the Hub dataset [`{dataset}`](https://huggingface.co/datasets/{dataset})"
-        if dataset
-        else "local videos",
+        data_source=describe_data_source(args, summary),
         data_rows="\n".join(
             f"| {split} | {counts[split]['real']:,} | {counts[split]['fake']:,} | {sum(counts[split].values()):,} |"
             for split in ("train", "validation")
@@ -119,10 +200,14 @@ def model_card(args, model, summary: dict, metrics: dict) -> str:
         summary=summary,
         args=args,
         batch=describe_batch(batch_settings(args, summary["num_processes"])),
+        split=describe_split_policy(summary["split"]),
+        augmentation=describe_augmentation(args),
         sampling=sampling,
         precision=precision,
         training_minutes=summary["train_runtime"] / 60,
         metric_rows="\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items()),
         decision=describe_decision(config),
+        temperature=describe_temperature(summary["calibration"]),
+        evaluation=describe_evaluation(summary.get("evaluation"), config.num_frames),
         repo=args.hub_model_id or "path/to/model",
     )

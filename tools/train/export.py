@@ -24,10 +24,13 @@ from .output import EXPORT_NAME
 logger = get_logger(__name__)
 
 
-def export_best_checkpoint(args, processor, checkpoint: Path, state: dict, run: dict, evaluation, calibration) -> Path:
+def export_best_checkpoint(
+    args, processor, checkpoint: Path, state: dict, run: dict, evaluation, calibration, cross_dataset=None
+) -> Path:
     """
     Export `checkpoint` with the numbers of its last evaluation (`evaluation`: metrics, labels, fake log-odds of the
-    validation videos) and its `calibration`; returns the export folder.
+    validation videos), its `calibration`, and its results on the evaluation sets (`cross_dataset`, a
+    `evaluation.CrossDataset`, or None without --eval_dir); returns the export folder.
     """
     metrics, labels, log_odds = evaluation
     summary = {
@@ -43,13 +46,17 @@ def export_best_checkpoint(args, processor, checkpoint: Path, state: dict, run: 
     model = model_to_export(args, checkpoint)
     model.config.update({**calibration["config"], "window_duration": run["window_duration"]})
     results["calibration"] = {name: value for name, value in calibration.items() if name != "config"}
+    if cross_dataset is not None:
+        results["evaluation"] = {
+            "threshold": cross_dataset.threshold, "rule": cross_dataset.rule, "sets": cross_dataset.sets
+        }  # fmt: skip
     extra_files = {
         "metrics.json": lambda path: write_json(path, results),
         "roc_curve.png": lambda path: plot_roc_curve(labels, sigmoid(log_odds), metrics, path),
     }
     export_dir = Path(args.output_dir) / EXPORT_NAME
     with reporting_full_disk(export_dir, "the export"):
-        readme = model_card(args, model, summary, metrics)
+        readme = model_card(args, model, results, metrics)
         save_detector(model, processor, export_dir, readme=readme, extra_files=extra_files)
     logger.info(describe_calibration(calibration))
     logger.info(

@@ -17,9 +17,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ...faces_dfd import FACE_DETECTOR
+from ...faces_dfd import FACE_TRACKING_VERSION, load_face_detector
 from ...probing_dfd import VideoDecodeError
-from ...settings_dfd import DECODE_THREADS, decoding_threads
+from ...settings_dfd import decoding_threads
 
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,16 @@ def _file_identity(path: str):
         return None  # missing: decoding will report it, and a file that appears later gets a new key
 
 
-def _decode_video(example, processor, decode_threads: int | None = None):
+def _decode_video(example, processor, decode_threads: int):
     """
     datasets.map function: the resized uint8 frames (T, 3, S, S) of one video, or the one-line reason it failed.
-    decode_threads: this worker process's share of the CPUs for decoding (the processor has no argument for it).
+    decode_threads: this decoder's share of the process's CPUs.
     """
-    if decode_threads is not None:
-        os.environ[DECODE_THREADS] = str(decode_threads)
     try:
-        pixel_values = processor(videos=example["video"], do_rescale=False, do_normalize=False, return_tensors="pt")
+        pixel_values = processor(
+            videos=example["video"], decode_threads=decode_threads, do_rescale=False, do_normalize=False,
+            return_tensors="pt",
+        )  # fmt: skip
         return {"frames": pixel_values["pixel_values"][0].numpy(), "error": None}
     except VideoDecodeError as error:  # already one line naming the video and the reason
         return {"frames": None, "error": str(error)}
@@ -61,7 +62,9 @@ class FrameCache:
     on every run. A shard becomes visible only once completely written (staging dir + rename).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, processor):
+    def __init__(self, cache_dir: str | os.PathLike, processor, cpu_threads: int | None = None):
+        """`cpu_threads`: the decoding threads this process may use in all (default: `decoding_threads()`)."""
+        self.cpu_threads = cpu_threads or decoding_threads()
         size = processor.size
         settings = {
             "version": FRAME_CACHE_VERSION,
@@ -73,12 +76,16 @@ class FrameCache:
             "crop_size": dict(processor.crop_size) if processor.do_center_crop else None,
         }
         if processor.crop != "frame":
-            # Only then, so that the caches of whole frames written before face crops existed stay valid.
+            # Only then, so that the caches of whole frames written before face crops existed stay valid. The
+            # detector that runs here (its fallback where the named one is not installed) and its library's version.
+            detector = load_face_detector(processor.face_detector)
             settings["crop"] = {
                 "crop": processor.crop,
                 "face_margin": processor.face_margin,
                 "face_choice": processor.face_choice,
-                "detector": FACE_DETECTOR,
+                "detector": detector.settings,
+                "library": detector.library,
+                "tracking": FACE_TRACKING_VERSION,
             }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         self.directory = Path(cache_dir) / f"frames-{processor.num_frames}x{size.height}x{size.width}-{digest}"
@@ -109,8 +116,8 @@ class FrameCache:
         return frames, row_of_key
 
     def _decode(self, videos: list[str], keys: list[str], num_proc: int | None, cache_file: Path) -> datasets.Dataset:
-        # Worker processes share the CPUs; decoding in this process may use them all.
-        decode_threads = max(1, decoding_threads() // num_proc) if num_proc else None
+        # The worker processes (or this one) share this process's part of the CPUs.
+        decode_threads = max(1, self.cpu_threads // (num_proc or 1))
         return datasets.Dataset.from_dict({"key": keys, "video": videos}).map(
             partial(_decode_video, processor=self.processor, decode_threads=decode_threads),
             remove_columns=["video"],
@@ -170,26 +177,72 @@ class FrameCache:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def lookup(self, videos: list[str], num_proc: int | None = None):
+    def missing(self, videos: list[str]) -> list[str]:
+        """The videos of `videos` (each once, in order) that the cache holds neither frames nor a failure for."""
+        _, row_of_key = self._open()
+        videos_of_key = {}
+        for video in videos:
+            videos_of_key.setdefault(self.video_key(video), video)
+        return [video for key, video in videos_of_key.items() if key not in row_of_key]
+
+    def decode(self, videos: list[str], num_proc: int | None = None):
+        """Decode `videos` into one new shard (nothing for none), with `num_proc` worker processes."""
+        if videos:
+            self._decode_new_shard(videos, [self.video_key(video) for video in videos], num_proc)
+
+    def read(self, videos: list[str]):
         """
-        Decode whatever is not cached yet, then return (frames dataset in numpy format, row of each video in it or
-        None when unreadable, the one-line reasons of the unreadable ones).
+        (frames dataset, row of each video in it or None when unreadable, the one-line reasons of the unreadable
+        ones); every video must be cached. The frames dataset is unformatted: `lookup` shows how to read it as uint8.
         """
-        keys = [self.video_key(video) for video in videos]
-        self.remove_dead_staging()
         frames, row_of_key = self._open()
-        new = {key: video for key, video in zip(keys, videos) if key not in row_of_key}
-        if new:
-            self._decode_new_shard(list(new.values()), list(new.keys()), num_proc)
-            frames, row_of_key = self._open()
         errors = frames.select_columns(["error"]).to_dict()["error"] if frames is not None else []
         rows, failures = [], []
-        for key in keys:
-            row = row_of_key[key]
+        for video in videos:
+            row = row_of_key[self.video_key(video)]
             if errors[row] is None:
                 rows.append(row)
             else:
                 rows.append(None)
                 failures.append(errors[row])
+        return frames.select_columns(["frames"]), rows, failures
+
+    def lookup(self, videos: list[str], num_proc: int | None = None):
+        """
+        Decode whatever is not cached yet (in this process and its `num_proc` workers), then return (frames dataset in
+        numpy format, row of each video in it or None when unreadable, the one-line reasons of the unreadable ones).
+        """
+        self.remove_dead_staging()
+        self.decode(self.missing(videos), num_proc)
+        frames, rows, failures = self.read(videos)
         # dtype: datasets' numpy format would otherwise widen uint8 to int64 (8x the memory per batch).
-        return frames.select_columns(["frames"]).with_format("numpy", dtype=np.uint8), rows, failures
+        return frames.with_format("numpy", dtype=np.uint8), rows, failures
+
+
+def processes_on_this_machine(state) -> int:
+    """The run's processes on this machine (torchrun's LOCAL_WORLD_SIZE), which share its CPUs and, maybe, its disk."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+
+
+def fill(cache: FrameCache, videos: list[str], state, num_proc: int | None) -> int:
+    """
+    Decode the videos `cache` lacks, each process of a (multi-process, maybe multi-machine) run its share, so that
+    decoding scales with processes; returns how many this process decoded. `state`: accelerate's PartialState (or
+    Accelerator). Every process must call it with the same videos.
+
+    The processes list what is missing between two barriers, so that they all see the same list, and take every
+    N-th video of it. A cache that is not shared by every machine (a local disk) is then still missing the other
+    machines' shares: each machine's processes decode those as well, so the result is complete either way (and
+    only a shared file system makes decoding scale across machines).
+    """
+    cache.remove_dead_staging()
+    state.wait_for_everyone()
+    missing = cache.missing(videos)
+    state.wait_for_everyone()
+    share = missing[state.process_index :: state.num_processes]
+    cache.decode(share, num_proc)
+    state.wait_for_everyone()
+    still_missing = cache.missing(videos)[state.local_process_index :: processes_on_this_machine(state)]
+    cache.decode(still_missing, num_proc)
+    state.wait_for_everyone()
+    return len(share) + len(still_missing)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from accelerate.logging import get_logger
 from safetensors.torch import load_file
 
 from ...configuration_dfd import CLASS_NAMES
@@ -13,10 +14,15 @@ from ..export import processor_for
 from .errors import TrainingError
 
 
-def load_model_and_processor(args):
+logger = get_logger(__name__)
+
+
+def load_model_and_processor(args, data_crop: str | None = None):
     """
     A new detector from CLIP weights (--init_from, with --config_overrides) or a DFD checkpoint (--model_path), in
-    fp32, and its video processor, cropping as --crop asks.
+    fp32, and its video processor, cropping as --crop asks, else as the training videos ask (`data_crop`: "face" for
+    face crops, see `data.training_crop`), else as --model_path's does. The processor is exported with the model, so
+    that it crops at inference as the training videos were cropped.
     """
     source = f"--model_path {args.model_path}" if args.model_path else f"--init_from {args.init_from}"
     try:
@@ -25,6 +31,12 @@ def load_model_and_processor(args):
         raise TrainingError(f"{source}: {error}") from error
     if args.crop:
         processor.crop = args.crop
+    elif data_crop:
+        processor.crop = data_crop
+        logger.info(
+            "The training videos are face crops: the model crops faces (crop: face), so that it sees faces at "
+            "inference too"
+        )
     if processor.crop == "face":
         try:
             load_face_detector()  # without the face extra, say so now rather than from a decoding worker

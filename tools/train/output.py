@@ -16,6 +16,7 @@ from .errors import TrainingError
 logger = get_logger(__name__)
 
 EXPORT_NAME = "model"
+EVALUATION_NAME = "evaluation"  # the export's results on --eval_dir's sets
 CHECKPOINTS_NAME = "checkpoints"
 LOG_NAME = "log.jsonl"
 
