@@ -18,7 +18,8 @@ Every input passes the one gate (inputs_dfd.py) under the server's `Limits`: siz
 endpoint is read only when `DFD_ALLOW_LOCAL_PATHS=1` (or `allow_local_paths=True`), e.g. for a mounted volume;
 otherwise it is refused with the same line whether it exists or not. Raw bodies (`video/mp4`,
 `application/octet-stream`) reach the handler as bytes through the serving container (serving_dfd.py), which also
-takes `parameters` as query arguments.
+takes `parameters` as query arguments and batches the windows of concurrent requests with `parse`, the scorer's
+`prepare`, `forward` and `conclude`, and `answer`.
 
 The Endpoints toolkit imports this file as a top-level module from the model folder, with nothing of ours installed.
 So it imports no sibling directly: the model, the processor and the scorer (scoring_dfd.py and what it imports) load
@@ -36,6 +37,14 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 
 PARAMETERS = ("windows", "threshold", "top_k", "clips")
+# How much of a refused value an error shows: enough to recognise it, never a whole video sent by mistake.
+SHOWN_CHARACTERS = 40
+
+
+def _shown(value) -> str:
+    """`repr(value)`, shortened to `SHOWN_CHARACTERS`."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[: SHOWN_CHARACTERS - 5]}...{text[-2:]}"
 
 
 def _whole_number(parameters: dict, name: str) -> int | None:
@@ -48,7 +57,7 @@ def _whole_number(parameters: dict, name: str) -> int | None:
     elif isinstance(value, str) and value.strip().isdecimal():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"parameter '{name}' must be a whole number of at least 1, got {value!r}")
+        raise ValueError(f"parameter '{name}' must be a whole number of at least 1, got {_shown(value)}")
     return value
 
 
@@ -59,7 +68,8 @@ def parse_parameters(parameters) -> dict:
         raise ValueError(f"'parameters' must be a JSON object, got {type(parameters).__name__}")
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(PARAMETERS[:3])}")
+        names = ", ".join(map(_shown, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise ValueError(f"unknown parameter(s) {names}; accepted: {', '.join(PARAMETERS[:3])}")
     windows, clips = _whole_number(parameters, "windows"), _whole_number(parameters, "clips")
     threshold = parameters.get("threshold")
     if threshold is not None:
@@ -69,18 +79,35 @@ def parse_parameters(parameters) -> dict:
             except ValueError:
                 pass
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            raise ValueError(f"parameter 'threshold' must be a number in (0, 1), got {parameters['threshold']!r}")
+            raise ValueError(f"parameter 'threshold' must be a number in (0, 1), got {_shown(parameters['threshold'])}")
     return {"windows": windows or clips, "threshold": threshold, "top_k": _whole_number(parameters, "top_k")}
 
 
+def hub_module(path: str, name: str):
+    """
+    The Hub file `name` (e.g. "settings_dfd") of the model folder `path`, from the package transformers loads the
+    scorer (scoring_dfd.py and what it imports) in: one copy of each class.
+    """
+    scoring = sys.modules[get_class_from_dynamic_module("scoring_dfd.VideoScorer", path).__module__]
+    return importlib.import_module(f"{scoring.__name__.rpartition('.')[0]}.{name}")
+
+
 class EndpointHandler:
-    def __init__(self, path: str = "", allow_local_paths: bool | None = None, limits=None):
+    """
+    The Endpoints toolkit's entry: `EndpointHandler(path)(request)`. `batch_size`: windows per forward pass;
+    `num_workers`: videos decoded at once (the scorer's).
+    """
+
+    def __init__(
+        self,
+        path: str = "",
+        allow_local_paths: bool | None = None,
+        limits=None,
+        batch_size: int = 8,
+        num_workers: int = 2,
+    ):
         path = path or str(Path(__file__).resolve().parent)
-        # The scorer's module and the Hub files it imports, as one package: one copy of each class.
-        scoring = sys.modules[get_class_from_dynamic_module("scoring_dfd.VideoScorer", path).__module__]
-        package = scoring.__name__.rpartition(".")[0]
-        settings = importlib.import_module(f"{package}.settings_dfd")
-        inputs = importlib.import_module(f"{package}.inputs_dfd")
+        scoring, settings, inputs = (hub_module(path, name) for name in ("scoring_dfd", "settings_dfd", "inputs_dfd"))
         # Every DFD_* setting is read (and a bad value refused, naming it) before the model loads.
         self.allow_local_paths = settings.allow_local_paths() if allow_local_paths is None else allow_local_paths
         self.limits = limits or inputs.Limits()
@@ -93,6 +120,8 @@ class EndpointHandler:
             processor,
             device=device,
             dtype=dtype,
+            batch_size=batch_size,
+            num_workers=num_workers,
             limits=self.limits,
             local_paths=self.allow_local_paths,
             base64_text=True,
@@ -101,7 +130,11 @@ class EndpointHandler:
         config = self.scorer.model.config
         self.labels = [config.id2label[index] for index in range(config.num_labels)]
 
-    def __call__(self, data: dict) -> list[dict]:
+    def parse(self, data) -> tuple[object, dict]:
+        """
+        A request's video and its checked parameters (`parse_parameters`, and `windows` within the limits); a
+        ValueError names what is wrong, never showing the video.
+        """
         if not isinstance(data, dict):
             raise ValueError(f"the request body must be a JSON object with 'inputs', got {type(data).__name__}")
         parameters = parse_parameters(data.get("parameters"))
@@ -112,7 +145,15 @@ class EndpointHandler:
                 raise ValueError(f"parameter 'windows': {error}") from None
         if "inputs" not in data or data["inputs"] is None:
             raise ValueError("the request has no 'inputs' (a base64-encoded video, a data: URL or an http(s) URL)")
-        (prediction,) = self.scorer.predict([data["inputs"]], parameters["windows"], parameters["threshold"])
+        return data["inputs"], parameters
+
+    def answer(self, prediction, parameters: dict) -> list[dict]:
+        """The response to a request whose video was scored (`prediction`), or the ValueError saying why it was not."""
         if isinstance(prediction, self.video_error):  # its reason, never the input itself
             raise ValueError(f"'inputs': {prediction.reason}")
         return prediction.classification(self.labels, parameters["top_k"])
+
+    def __call__(self, data: dict) -> list[dict]:
+        video, parameters = self.parse(data)
+        (prediction,) = self.scorer.predict([video], parameters["windows"], parameters["threshold"])
+        return self.answer(prediction, parameters)

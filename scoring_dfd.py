@@ -221,15 +221,23 @@ class VideoScorer:
             if isinstance(video, VideoError):
                 yield video
                 continue
-            window_outputs = list(itertools.islice(outputs, len(video)))
-            try:
-                prediction = self.pipeline.predict_video(window_outputs, threshold)
-            except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
-                yield VideoError(video[0]["source"], describe_error(error))
-                continue
-            if keep_pixel_values:
-                prediction.pixel_values = torch.cat([item["pixel_values"] for item in video])
-            yield prediction
+            yield self.conclude(video, list(itertools.islice(outputs, len(video))), threshold, keep_pixel_values)
+
+    def conclude(
+        self, items: list[dict], outputs: list[dict], threshold: float | None = None, keep_pixel_values: bool = False
+    ) -> VideoPrediction | VideoError:
+        """
+        One video's prediction from its window `items` (`prepare`'s) and their `outputs` (`forward`'s, in order):
+        calibration and the decision rule, at `threshold` (default: this scorer's); a failure is its `VideoError`.
+        """
+        threshold = self.threshold if threshold is None else threshold
+        try:
+            prediction = self.pipeline.predict_video(outputs, threshold)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, it concerns this video only
+            return VideoError(items[0]["source"], describe_error(error))
+        if keep_pixel_values:
+            prediction.pixel_values = torch.cat([item["pixel_values"] for item in items])
+        return prediction
 
 
 __all__ = ["DTYPES", "VideoScorer", "cpu_has_bf16", "default_dtype", "describe_error", "quantize_linear_layers"]

@@ -50,6 +50,10 @@ MAX_WINDOWS = "DFD_MAX_WINDOWS"
 MAX_DECODED_FRAMES = "DFD_MAX_DECODED_FRAMES"
 ALLOW_LOCAL_PATHS = "DFD_ALLOW_LOCAL_PATHS"
 DTYPE = "DFD_DTYPE"
+SERVE_BATCH_SIZE = "DFD_SERVE_BATCH_SIZE"
+SERVE_BATCH_WAIT_MS = "DFD_SERVE_BATCH_WAIT_MS"
+SERVE_MAX_QUEUE = "DFD_SERVE_MAX_QUEUE"
+SERVE_REQUEST_SECONDS = "DFD_SERVE_REQUEST_SECONDS"
 
 DEFAULT_MAX_FRAME_PIXELS = 7680 * 4320  # 8K UHD
 DEFAULT_MAX_INPUT_BYTES = 100_000_000
@@ -60,6 +64,10 @@ DEFAULT_MAX_DECODED_FRAMES = 10_000
 # FFmpeg's own cap on the threads it picks: more decoders than this mostly hold more frames in memory.
 MAX_DEFAULT_DECODE_THREADS = 16
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
+DEFAULT_SERVE_BATCH_SIZE = 8
+DEFAULT_SERVE_BATCH_WAIT_MS = 5.0
+DEFAULT_SERVE_MAX_QUEUE = 16
+DEFAULT_SERVE_REQUEST_SECONDS = 120.0
 
 
 def decoding_threads() -> int:
@@ -114,6 +122,29 @@ def dtype_name() -> str:
     return environment_choice(DTYPE, DTYPE_CHOICES)
 
 
+def serve_batch_size() -> int:
+    """Windows the serving container runs in one forward pass, from any requests (`DFD_SERVE_BATCH_SIZE`, default 8)."""
+    return environment_number(SERVE_BATCH_SIZE, DEFAULT_SERVE_BATCH_SIZE)
+
+
+def serve_batch_wait_ms() -> float:
+    """
+    Milliseconds the serving container waits for more windows once one is ready, to fill a batch
+    (`DFD_SERVE_BATCH_WAIT_MS`, default 5; 0: no waiting).
+    """
+    return environment_number(SERVE_BATCH_WAIT_MS, DEFAULT_SERVE_BATCH_WAIT_MS, float, minimum=0)
+
+
+def serve_max_queue() -> int:
+    """Requests the serving container holds at once; more are answered 503 (`DFD_SERVE_MAX_QUEUE`, default 16)."""
+    return environment_number(SERVE_MAX_QUEUE, DEFAULT_SERVE_MAX_QUEUE)
+
+
+def serve_request_seconds() -> float:
+    """Seconds a request may take in the serving container, waiting included (`DFD_SERVE_REQUEST_SECONDS`, 120)."""
+    return environment_number(SERVE_REQUEST_SECONDS, DEFAULT_SERVE_REQUEST_SECONDS, float, minimum=0.001)
+
+
 __all__ = [
     "allow_local_paths",
     "decoding_threads",
@@ -126,4 +157,8 @@ __all__ = [
     "max_frame_pixels",
     "max_input_bytes",
     "max_windows",
+    "serve_batch_size",
+    "serve_batch_wait_ms",
+    "serve_max_queue",
+    "serve_request_seconds",
 ]

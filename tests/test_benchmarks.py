@@ -330,3 +330,14 @@ def test_scoring_benchmark_times_batching_and_the_code_before_the_redesign(tmp_p
     # The same weights score the same videos alike before and after.
     assert result["agreement"]["max |fake score before - after|"] < 1e-5
     assert "### Before (7a1debd) and after, same videos and weights" in stdout
+
+
+def test_serving_benchmark_loads_a_batched_and_an_unbatched_server_and_checks_every_answer(tmp_path):
+    result, stdout = run_script("bench_serving", tmp_path)
+    rows = {row["mode"]: row for row in result["rows"]}
+    assert list(rows) == ["batched", "unbatched"]
+    for row in rows.values():
+        assert row["requests"] > 0 and row["errors"] == 0 and row["wrong answers"] == 0
+        assert row["p50 latency (s)"] <= row["p99 latency (s)"]
+    assert rows["unbatched"]["windows per pass"] == 1
+    assert result["ratios"]["requests/s"] > 0 and "| batched / unbatched |" in stdout

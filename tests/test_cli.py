@@ -210,8 +210,8 @@ def test_predict_names_a_missing_model_folder_and_an_unreachable_hub_id(videos, 
     status, out, err = run_dfd("predict", video, "--model", "someone/not-cached")
     assert (status, out) == (1, "")
     assert err == (
-        "error: --model someone/not-cached: no such local folder, and the Hub cannot be reached (HF_HUB_OFFLINE is "
-        "set) and no cached copy exists; --model takes a local folder too\n"
+        "error: --model someone/not-cached: not a local folder, and not in the Hub's cache while the Hub cannot be "
+        "reached (HF_HUB_OFFLINE is set): pass a local folder instead\n"
     )
 
 

@@ -1,6 +1,7 @@
 """Hub-ready detector folders: the model, its processor and code, written in one step, plus the root configs."""
 
 import inspect
+import json
 import os
 import re
 import shutil
@@ -20,11 +21,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
 def hub_files() -> list[Path]:
     """
-    Every Hub file of the package (the flat `*_dfd.py` siblings and handler.py): an export carries them all, so that
-    what the Endpoint, the serving container and a Space load is there beside what the model's and processor's own
-    `save_pretrained` carry.
+    Every Hub file of the package (the flat `*_dfd.py` siblings and handler.py) and the Dockerfile of the serving
+    container: an export carries them all, so that what the Endpoint, the serving container (and its image) and a
+    Space load is there beside what the model's and processor's own `save_pretrained` carry.
     """
-    return sorted([*PACKAGE_ROOT.glob("*_dfd.py"), PACKAGE_ROOT / "handler.py"])
+    return sorted([*PACKAGE_ROOT.glob("*_dfd.py"), PACKAGE_ROOT / "handler.py", PACKAGE_ROOT / "Dockerfile"])
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -70,20 +71,46 @@ def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] =
 
 
 def _copy_hub_files(folder: Path, extras: tuple[str, ...] = ()):
-    """Every Hub file (`hub_files`), and requirements.txt with our `extras`' packages."""
+    """Every Hub file (`hub_files`), and requirements.txt with the serving container's packages and our `extras`'."""
     for path in hub_files():
         shutil.copyfile(path, folder / path.name)
-    (folder / "requirements.txt").write_text(endpoint_requirements(extras), encoding="utf-8")
+    (folder / "requirements.txt").write_text(endpoint_requirements(("serve", *extras)), encoding="utf-8")
+
+
+def _without_local_paths(value):
+    """A config (JSON value) without the `_name_or_path` entries that are not Hub ids."""
+    if isinstance(value, dict):
+        return {
+            key: _without_local_paths(item)
+            for key, item in value.items()
+            if key != "_name_or_path" or (isinstance(item, str) and hub_id(item))
+        }
+    if isinstance(value, list):
+        return [_without_local_paths(item) for item in value]
+    return value
+
+
+def _forget_local_paths(config_file: Path):
+    """
+    Drop from a saved config.json the folders of this machine it names: `_name_or_path`, the model's and its
+    `vision_config`'s (copied from the CLIP checkpoint by `from_clip`), where it is a local path, not a Hub id.
+    """
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    kept = _without_local_paths(config)
+    if kept != config:  # written as transformers writes it
+        config_file.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def save_detector(model, processor, output_dir, readme: str | None = None, extra_files: dict | None = None) -> Path:
     """
     Save a deployable Hub repo into `output_dir`: what the model's and the processor's `save_pretrained` write (the
     weights, config.json, video_preprocessor_config.json and the Hub files they import, the pipeline included), every
-    other Hub file (handler.py and the scorer for the Endpoint, the web page a Space loads, the explainer),
-    requirements.txt for the Endpoints container (it lists the face detector when the processor crops faces), and
-    README.md when given. `extra_files`: name -> function that writes the file at the path it is given (e.g.
-    training's metrics.json), so that files describing the weights are replaced together with them.
+    other Hub file (handler.py and the scorer for the Endpoint, serving_dfd.py and the Dockerfile for the serving
+    container, the web page a Space loads, the explainer), requirements.txt for the Endpoints container (it lists the
+    face detector when the processor crops faces), and README.md when given. No file names a folder of this machine:
+    config.json keeps `_name_or_path` only where it is a Hub id. `extra_files`: name -> function that writes the file
+    at the path it is given (e.g. training's metrics.json), so that files describing the weights are replaced
+    together with them.
 
     The folder is assembled next to its destination and renamed into place, so a crash never leaves a half-written
     export, and an existing export is replaced only once the new one is complete. Every file gets the mode the umask
@@ -95,6 +122,7 @@ def save_detector(model, processor, output_dir, readme: str | None = None, extra
     staging.chmod(0o777 & ~UMASK)  # mkdtemp's private 0700 would carry over to the published folder
     try:
         model.save_pretrained(staging)
+        _forget_local_paths(staging / "config.json")
         processor.save_pretrained(staging)
         _copy_hub_files(staging, extras=("face",) if processor.crop == "face" else ())
         if readme is not None:

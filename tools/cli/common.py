@@ -1,9 +1,9 @@
-"""What the commands share: the errors they report, argument types, and the checkpoint-writing steps of init/convert."""
+"""What the commands share: the errors they report and their argument types. It imports no model library: every
+command's parser uses it (see COMMANDS in __init__.py)."""
 
 from pathlib import Path
 
 from ..argument_types import json_object, positive_int, probability  # noqa: F401 - the commands import them from here
-from ..export import check_config_overrides, hub_id, processor_for, save_detector
 from ..files import check_new_output
 
 
@@ -23,26 +23,3 @@ def new_output_folder(path: str, overwrite: bool) -> Path:
         return check_new_output(path, overwrite)
     except FileExistsError as error:
         raise CommandError(str(error)) from None
-
-
-def check_overrides(overrides: dict):
-    """`dfd.tools.export.check_config_overrides`, reported as a usage error (exit status 2)."""
-    try:
-        check_config_overrides(overrides)
-    except ValueError as error:
-        raise UsageError(f"--config-overrides: {error}") from None
-
-
-def export_detector(model, output: Path, card: str) -> Path:
-    """The model plus the processor its config implies, as a Hub-ready folder (see `dfd.tools.export.save_detector`)."""
-    return save_detector(model, processor_for(model.config), output, readme=card)
-
-
-def describe_clip(name: str) -> str:
-    """A CLIP checkpoint as a card names it: a Hub id as it is, a local folder without its path."""
-    repo = hub_id(name)
-    return f"the CLIP checkpoint [`{repo}`](https://huggingface.co/{repo})" if repo else "a local CLIP checkpoint"
-
-
-def parameter_counts(model) -> str:
-    return f"{model.num_parameters():,} parameters, {model.num_parameters(only_trainable=True):,} trainable"

@@ -2,22 +2,17 @@
 
 import argparse
 
-from ...modeling_dfd import DFDForVideoClassification
-from ..export import checkpoint_card
-from .common import (
-    check_overrides,
-    describe_clip,
-    export_detector,
-    json_object,
-    new_output_folder,
-    parameter_counts,
-)
+from .common import json_object, new_output_folder
 
 
 def run(args) -> int:
+    # torch and the model libraries: once the arguments are good
+    from ..export import checkpoint_card
+    from .checkpoints import check_overrides, describe_clip, detector_from_clip, export_detector, parameter_counts
+
     output = new_output_folder(args.output, args.overwrite)
     check_overrides(args.config_overrides)
-    model = DFDForVideoClassification.from_clip(args.clip, **args.config_overrides)
+    model = detector_from_clip(args.clip, args.config_overrides)
     origin = f"built from {describe_clip(args.clip)} with its adapters at identity and a new classifier"
     export_detector(model, output, checkpoint_card(model, origin, base_model=args.clip))
     print(f"saved an untrained detector to {output} ({parameter_counts(model)})")

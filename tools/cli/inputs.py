@@ -12,7 +12,6 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 
-from ...decoding_dfd import FRAME_IMAGE_EXTENSIONS
 from ...results_dfd import VideoError
 
 
@@ -56,6 +55,8 @@ def is_frame_folder(folder: str) -> bool:
     A folder is one video made of frame images when it directly holds frame images (.png, .jpg, ...) and neither
     video files nor subfolders: the frame folders the processor and training read (images in natural name order).
     """
+    from ...decoding_dfd import FRAME_IMAGE_EXTENSIONS  # with torch: imported when inputs are read, not by the parser
+
     entries = _visible_entries(folder)
     if any(_is_dir(entry) for entry in entries):
         return False
