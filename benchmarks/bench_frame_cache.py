@@ -61,8 +61,8 @@ def folder_bytes(folder: Path) -> int:
 
 def fill_with(processes: int, videos: list[Path], cache_dir: Path, image_size: int) -> dict:
     shutil.rmtree(cache_dir, ignore_errors=True)
-    for report in cache_dir.parent.glob(f"{cache_dir.name}-process*.json"):
-        report.unlink()
+    for earlier in cache_dir.parent.glob(f"{cache_dir.name}-process*.json"):
+        earlier.unlink()
     mode = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--cpu", "--num_processes", "1"]
     command = [*LAUNCH, "--num_cpu_threads_per_process", "1", *mode, __file__, "--worker", str(cache_dir),
                str(image_size), *map(str, videos)]  # fmt: skip
