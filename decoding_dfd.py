@@ -178,9 +178,7 @@ def _decode_with_seeking(
                     batch.put(target, _to_upright_rgb(frame, transform))
                     break
             else:
-                raise VideoDecodeError(
-                    info.path, f"truncated: frame {target} of {info.total_frames} cannot be decoded"
-                )
+                raise VideoDecodeError(info.path, f"truncated: frame {target} of {info.total_frames} cannot be decoded")
 
 
 def _keyframe_runs(info: VideoInfo, wanted) -> tuple[list[np.ndarray], np.ndarray]:

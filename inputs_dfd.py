@@ -65,7 +65,8 @@ class Limits:
         if info.duration is not None and info.duration > self.max_duration:
             raise VideoDecodeError(
                 info.path,
-                f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit ({MAX_DURATION_SECONDS})",
+                f"the video lasts {info.duration:.1f} s, above the {self.max_duration:g} s limit "
+                f"({MAX_DURATION_SECONDS})",
             )
 
     def check_windows(self, windows: int):

@@ -24,8 +24,22 @@ from .settings_dfd import MAX_FRAME_PIXELS, max_frame_pixels
 # FFmpeg demuxers that read one self-contained stream of bytes. Playlists and lists (concat, HLS, DASH, SDP/RTP),
 # image sequences (image2) and devices open other files or URLs named inside the input, so they are not here.
 ALLOWED_CONTAINER_FORMATS = (
-    "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "flv", "mpegts", "mpeg", "ogg", "asf", "nut", "ivf",
-    "h264", "hevc", "m4v", "mpegvideo", "gif", "yuv4mpegpipe",
+    "mov,mp4,m4a,3gp,3g2,mj2",
+    "matroska,webm",
+    "avi",
+    "flv",
+    "mpegts",
+    "mpeg",
+    "ogg",
+    "asf",
+    "nut",
+    "ivf",
+    "h264",
+    "hevc",
+    "m4v",
+    "mpegvideo",
+    "gif",
+    "yuv4mpegpipe",
 )
 _OPEN_OPTIONS = {
     "format_whitelist": ",".join(ALLOWED_CONTAINER_FORMATS),
@@ -71,7 +85,6 @@ class VideoInfo:
     """Presentation timestamp of every frame in the stream's time base; `None` when the container has none."""
     slices: int = 1
     """Slices the first frame is coded in (H.264; 1 otherwise): FFmpeg's slice threads decode them side by side."""
-
 
 
 _FORMAT_REFUSED = (

@@ -90,7 +90,10 @@ def window_count(
     wanted = f"{asked} windows asked" if windows else f"{asked} windows at the training density"
     count = min(asked, max(1, total_frames // num_frames))
     if count < asked:
-        return count, f"{wanted}, {count} scored: a window needs {num_frames} distinct frames and the video has {total_frames}"
+        return (
+            count,
+            f"{wanted}, {count} scored: a window needs {num_frames} distinct frames and the video has {total_frames}",
+        )
     if max_windows and count > max_windows:
         return max_windows, f"{wanted}, {max_windows} scored (the limit)"
     return count, None
@@ -271,7 +274,12 @@ class DFDVideoProcessor(BaseVideoProcessor):
                 if not sample:  # frames already picked by the caller: all of them, one window
                     return np.arange(info.total_frames)[None]
                 count, note = window_count(
-                    info.total_frames, info.duration, num_frames, windows, window_duration, limits and limits.max_windows
+                    info.total_frames,
+                    info.duration,
+                    num_frames,
+                    windows,
+                    window_duration,
+                    limits and limits.max_windows,
                 )
                 if note:
                     notes.append(note)

@@ -162,7 +162,9 @@ class VideoScorer:
         try:
             with video_file(video, local_paths, self.base64_text, self.limits) as path:
                 items = list(
-                    self.pipeline.preprocess(path, windows=windows, limits=self.limits, decode_threads=self.decode_threads)
+                    self.pipeline.preprocess(
+                        path, windows=windows, limits=self.limits, decode_threads=self.decode_threads
+                    )
                 )
         except Exception as error:  # MemoryError included: one video never stops a batch
             return VideoError(_name(video), describe_error(error))

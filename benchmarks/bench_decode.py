@@ -93,18 +93,39 @@ VIDEOS = [
     VideoSpec(
         "a2_1080p_30s_medium",
         "(a'') 1080p, 30 s, keyframe every 2 s, ffmpeg's default encoding",
-        1920, 1080, 30, 30, 60, preset="medium", slice_threads=False,
+        1920,
+        1080,
+        30,
+        30,
+        60,
+        preset="medium",
+        slice_threads=False,
     ),
     VideoSpec("b_1080p_long_gop", "(b) 1080p, 30 s, keyframe every 300 frames", 1920, 1080, 30, 30, 300),
     VideoSpec("c_360p_10min", "(c) 360p, 10 min, keyframe every 2 s", 640, 360, 600, 30, 60),
     VideoSpec("d_4k_10s", "(d) 4K h264, 10 s, keyframe every 2 s", 3840, 2160, 10, 30, 60),
     VideoSpec(
-        "e_vp9_1080p_10s", "(e) VP9 1080p (WebM), 10 s, keyframe every 2 s", 1920, 1080, 10, 30, 60,
-        codec="libvpx-vp9", extension="webm", options=VP9_OPTIONS,
+        "e_vp9_1080p_10s",
+        "(e) VP9 1080p (WebM), 10 s, keyframe every 2 s",
+        1920,
+        1080,
+        10,
+        30,
+        60,
+        codec="libvpx-vp9",
+        extension="webm",
+        options=VP9_OPTIONS,
     ),
     VideoSpec(
-        "f_hevc_1080p_10s", "(f) HEVC 1080p, 10 s, keyframe every 2 s", 1920, 1080, 10, 30, 60,
-        codec="libx265", options=X265_OPTIONS,
+        "f_hevc_1080p_10s",
+        "(f) HEVC 1080p, 10 s, keyframe every 2 s",
+        1920,
+        1080,
+        10,
+        30,
+        60,
+        codec="libx265",
+        options=X265_OPTIONS,
     ),
 ]
 
@@ -127,8 +148,16 @@ QUICK_VIDEOS = [
     quick_stand_in(spec, *size)
     for spec, size in zip(
         VIDEOS,
-        [(320, 180, 4), (320, 180, 4), (320, 180, 4), (320, 180, 10), (160, 96, 20), (640, 360, 2), (320, 180, 4),
-         (320, 180, 4)],
+        [
+            (320, 180, 4),
+            (320, 180, 4),
+            (320, 180, 4),
+            (320, 180, 10),
+            (160, 96, 20),
+            (640, 360, 2),
+            (320, 180, 4),
+            (320, 180, 4),
+        ],
     )
 ]
 

@@ -53,7 +53,9 @@ def main(argv=None):
     device = resolve_device(args.device)
 
     with tempfile.TemporaryDirectory(prefix="dfd-bench-prefix-") as folder:
-        baseline = import_revision(args.baseline, Path(folder), "dfd_baseline", ["modeling_dfd"]) if args.baseline else None
+        baseline = (
+            import_revision(args.baseline, Path(folder), "dfd_baseline", ["modeling_dfd"]) if args.baseline else None
+        )
         baseline_module = baseline.modeling_dfd if baseline else None
         rows = []
         for name in args.configs.split(","):

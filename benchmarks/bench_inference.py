@@ -318,9 +318,7 @@ def main(argv=None):
     parser.add_argument(
         "--compile-batch-sizes", default="1,16", help="Batch sizes timed compiled (each compiles once per precision)."
     )
-    parser.add_argument(
-        "--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quick check)."
-    )
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: quick check).")
     args = parse_arguments(parser, argv)
 
     device = resolve_device(args.device)

@@ -9,8 +9,8 @@ Scoring videos end to end, and what the redesign of the scoring path changed, ea
     .venv/bin/python benchmarks/bench_scoring.py [--json scoring.json] [--quick] [--old-revision REV]
 
 The earlier revision's Hub files are taken from git into a temporary folder and imported as the package `dfd_before`,
-beside this checkout's `dfd` (common.import_revision). The model is a small random CLIP-shaped detector, so the timings weigh
-decoding and the scoring loop, not ViT-L/14 (benchmarks/bench_inference.py measures the model).
+beside this checkout's `dfd` (common.import_revision). The model is a small random CLIP-shaped detector, so the
+timings weigh decoding and the scoring loop, not ViT-L/14 (benchmarks/bench_inference.py measures the model).
 """
 
 import tempfile

@@ -69,9 +69,7 @@ def interleaved_times(
     return times
 
 
-def measure(
-    function: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None
-) -> float:
+def measure(function: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
     """Best wall time of one function (see `measure_interleaved`)."""
     return measure_interleaved({"function": function}, repeats, warmup, device)["function"]
 

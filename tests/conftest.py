@@ -130,6 +130,20 @@ def write_paused_video(path, frames, pause):
     return path
 
 
+# The start of a `python -c` script run where nothing of ours is installed (an export in a container, a Hub user's
+# machine): the editable install of this venv is hidden, so any import of `dfd` fails as it would there.
+WITHOUT_DFD = """
+import importlib.abc, sys
+
+class NoDfdPackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "dfd" or name.startswith("dfd."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoDfdPackage())
+"""
+
+
 def dfd(*args):
     """The `dfd` command as a real subprocess: its CompletedProcess, output as text."""
     command = [sys.executable, "-m", "dfd.tools.cli", *map(str, args)]

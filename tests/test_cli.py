@@ -191,7 +191,9 @@ def test_threshold_overrides_the_models(tiny_detector_dir, videos, reference_pro
 
 
 def test_clips_is_the_earlier_name_of_windows(tiny_detector_dir, videos):
-    result = dfd("predict", videos / "sub" / "long.mp4", "--model", tiny_detector_dir, "--clips", "2", "--format", "json")
+    result = dfd(
+        "predict", videos / "sub" / "long.mp4", "--model", tiny_detector_dir, "--clips", "2", "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     assert "warning: --clips is deprecated: use --windows" in result.stderr
     assert len(json.loads(result.stdout)[0]["windows"]) == 2
@@ -270,7 +272,9 @@ def test_init_from_a_local_clip_then_load(tiny_clip_dir, tmp_path, run_dfd):
     trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     assert trainable and all(".adapter." in name or name.startswith("classifier.") for name in trainable)
     # A deployable repo with a card that names no path of this machine and says the model is untrained.
-    assert {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "requirements.txt"} <= {path.name for path in output.iterdir()}
+    assert {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "requirements.txt"} <= {
+        path.name for path in output.iterdir()
+    }
     card = (output / "README.md").read_text()
     assert str(tiny_clip_dir) not in card and tiny_clip_dir.name not in card and str(tmp_path) not in card
     assert "model_name: dfd-deepfake-detector" in card and "base_model" not in card
@@ -434,7 +438,9 @@ def test_predict_explain_opens_and_decodes_each_video_once(tiny_detector_dir, vi
     real_open, real_read = av.open, decoding_dfd.read_video
     monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
     monkeypatch.setattr(
-        decoding_dfd, "read_video", lambda video, *args, **kwargs: decoded.append(video) or real_read(video, *args, **kwargs)
+        decoding_dfd,
+        "read_video",
+        lambda video, *args, **kwargs: decoded.append(video) or real_read(video, *args, **kwargs),
     )
     monkeypatch.setattr("dfd.processing_dfd.read_video", decoding_dfd.read_video)
     monkeypatch.setenv("DFD_DECODE_THREADS", "2")  # one thread for each of the two decode workers: one decoder each

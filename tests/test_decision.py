@@ -1,8 +1,8 @@
 """
 The decision rule stored with a model (decision_dfd.DecisionRule) and the calibration training fits for it, and the
-verdict on long videos: a tiny detector trained on short synthetic clips by train_accelerate.py (the demo's recipe), then a long
-real video and a long video with a short fake stretch made the same way, scored with default settings by `dfd
-predict` and by pipeline("video-classification").
+verdict on long videos: a tiny detector trained on short synthetic clips by train_accelerate.py (the demo's recipe),
+then a long real video and a long video with a short fake stretch made the same way, scored with default settings by
+`dfd predict` and by pipeline("video-classification").
 """
 
 import dataclasses

@@ -134,10 +134,7 @@ def test_fast_demo_export_loads_and_tells_new_fakes_apart(fast_demo, tmp_path):
     classifier = pipeline("video-classification", model=str(export_dir), trust_remote_code=True)
     new_videos = write_dataset(tmp_path, videos_per_class=4, seed=1234)  # never seen in training or evaluation
     fake_scores = {
-        name: [
-            classifier(str(path))[0]["fake_score"]
-            for path in sorted((new_videos / name).glob("*.mp4"))
-        ]
+        name: [classifier(str(path))[0]["fake_score"] for path in sorted((new_videos / name).glob("*.mp4"))]
         for name in ("real", "fake")
     }
     assert min(fake_scores["fake"]) > max(fake_scores["real"]), fake_scores

@@ -13,19 +13,13 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, numbered_frames, python_fetching_from_loopback, write_video
+from conftest import REPO_ROOT, WITHOUT_DFD, numbered_frames, python_fetching_from_loopback, write_video
 
 
 # Runs in the endpoint's folder. `dfd` is installed in this venv (editable): hide it, as on a real endpoint.
-ENDPOINT = """
-import importlib.abc, json, sys
+ENDPOINT = WITHOUT_DFD + """
+import json
 
-class NoDfdPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "dfd" or name.startswith("dfd."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, NoDfdPackage())
 sys.path.insert(0, sys.argv[1])
 from handler import EndpointHandler
 
@@ -181,13 +175,10 @@ def test_endpoint_scores_base64_url_and_allowed_path_inputs_and_enforces_limits(
     for refused in (too_large, too_large_url):  # base64 is refused on its length, before decoding
         assert refused["error"].startswith("'inputs': the video is ")
         assert refused["error"].endswith(f" bytes, above the {max_bytes:,} byte limit (DFD_MAX_INPUT_BYTES)")
-    assert too_long == {
-        "error": "'inputs': the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"
-    }
+    assert too_long == {"error": "'inputs': the video lasts 10.0 s, above the 5 s limit (DFD_MAX_DURATION_SECONDS)"}
     assert not_base64 == by_relative_path
     assert not_video["error"].startswith("'inputs': not a video FFmpeg can read")
     assert many == {"error": "parameter 'windows': 4 windows asked, above the limit of 3 (DFD_MAX_WINDOWS)"}
-
 
 
 FORMAT_REFUSED = (
@@ -316,7 +307,9 @@ with av.open(sys.argv[1], "w") as container:
 """
 
 # The endpoint's peak RSS (kB) before and after a request: first a small video, so that the model has run once.
-PEAK_MEMORY = ENDPOINT.split("handlers = {}")[0] + """
+PEAK_MEMORY = (
+    ENDPOINT.split("handlers = {}")[0]
+    + """
 import base64, resource
 handler = EndpointHandler(sys.argv[1])
 small, large = (base64.b64encode(open(path, "rb").read()).decode() for path in sys.argv[2:4])
@@ -328,6 +321,7 @@ except ValueError as error:
     response = {"error": str(error)}
 print(json.dumps({"response": response, "before": before, "after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
+)
 
 
 def test_a_16000x16000_video_is_refused_without_decoding_it(endpoint_dir, served_videos, tmp_path):

@@ -7,14 +7,13 @@ processor's own `save_pretrained` (or what `push_to_hub` uploads) serves it with
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from transformers import pipeline
 
-from conftest import numbered_frames, write_video
+from conftest import WITHOUT_DFD, numbered_frames, write_video
 from dfd.modeling_dfd import DFDForVideoClassification
 from dfd.processing_dfd import DFDVideoProcessor
 
@@ -79,25 +78,16 @@ def saved_with_save_pretrained(tiny_detector_dir, folder):
     return folder
 
 
-WITHOUT_DFD = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
+LOAD_WITHOUT_DFD = WITHOUT_DFD + """
+import json
+from transformers import AutoModelForVideoClassification, AutoVideoProcessor, pipeline
 
-    class NotInstalled(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "dfd" or name.startswith("dfd."):
-                raise ImportError("the dfd package is not installed here")
-
-    sys.meta_path.insert(0, NotInstalled())
-    from transformers import AutoModelForVideoClassification, AutoVideoProcessor, pipeline
-
-    folder, videos = sys.argv[1], sys.argv[2:]
-    AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True)
-    AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
-    classifier = pipeline("video-classification", model=folder, trust_remote_code=True)
-    print(json.dumps(classifier(videos, batch_size=4)))
-    """
-)
+folder, videos = sys.argv[1], sys.argv[2:]
+AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True)
+AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+classifier = pipeline("video-classification", model=folder, trust_remote_code=True)
+print(json.dumps(classifier(videos, batch_size=4)))
+"""
 
 
 def test_save_pretrained_makes_a_folder_the_pipeline_loads_with_nothing_of_ours_installed(
@@ -107,7 +97,7 @@ def test_save_pretrained_makes_a_folder_the_pipeline_loads_with_nothing_of_ours_
     names = {path.name for path in folder.iterdir()}
     assert {"pipeline_dfd.py", "scoring_dfd.py"} - names == {"scoring_dfd.py"}  # the pipeline, not the Endpoint's
     result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_DFD, str(folder), *videos],
+        [sys.executable, "-c", LOAD_WITHOUT_DFD, str(folder), *videos],
         capture_output=True,
         text=True,
         timeout=300,
@@ -148,9 +138,9 @@ def test_windows_are_scored_in_one_forward_pass_per_batch(tiny_detector_dir, vid
     batches = []
     forward = classifier.model.forward
     monkeypatch.setattr(
-        classifier.model, "forward", lambda pixel_values, **kwargs: batches.append(len(pixel_values)) or forward(
-            pixel_values, **kwargs
-        )
+        classifier.model,
+        "forward",
+        lambda pixel_values, **kwargs: batches.append(len(pixel_values)) or forward(pixel_values, **kwargs),
     )
     with torch.no_grad():
         classifier(videos, windows=3, batch_size=4)

@@ -1,4 +1,4 @@
-"""Probing video files: frame counts, times, keyframes and rotation, from the mp4 index or by demuxing, never guessed."""
+"""Probing video files: frame counts, times, keyframes and rotation, from the mp4 index or by demuxing."""
 
 import io
 import os

@@ -103,9 +103,11 @@ def test_the_processor_cuts_a_video_into_windows_decoded_in_one_pass(make_video,
     assert [window.frames_indices for window in metadata.windows] == expected.tolist()
     assert metadata.windows[2].timestamps == pytest.approx((expected[2] / 10).tolist())
     # Each row holds exactly its window's frames.
-    images = np.round(
-        (outputs["pixel_values"].numpy() * STD[:, None, None] + MEAN[:, None, None]).clip(0, 1) * 255
-    ).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+    images = (
+        np.round((outputs["pixel_values"].numpy() * STD[:, None, None] + MEAN[:, None, None]).clip(0, 1) * 255)
+        .astype(np.uint8)
+        .transpose(0, 1, 3, 4, 2)
+    )
     assert [[read_barcode(frame) for frame in row] for row in images] == expected.tolist()
 
 

@@ -21,19 +21,20 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from conftest import REPO_ROOT, barcode_frames, numbered_frames, python_fetching_from_loopback, write_video
+from conftest import (
+    REPO_ROOT,
+    WITHOUT_DFD,
+    barcode_frames,
+    numbered_frames,
+    python_fetching_from_loopback,
+    write_video,
+)
 
 
 # Runs a script of the export as `python SCRIPT ARGUMENTS` does, with the `dfd` package hidden as in a container.
-EXPORT_SCRIPT = """
-import importlib.abc, os, runpy, sys
+EXPORT_SCRIPT = WITHOUT_DFD + """
+import os, runpy
 
-class NoDfdPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "dfd" or name.startswith("dfd."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, NoDfdPackage())
 script, *arguments = sys.argv[1:]
 sys.argv = [script, *arguments]
 sys.path.insert(0, os.path.dirname(os.path.abspath(script)))

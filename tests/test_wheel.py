@@ -32,7 +32,9 @@ def wheel_python(tmp_path_factory):
     python = venv / "bin" / "python"
     site_packages = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     # A path in a .pth file is added to sys.path, but the .pth files in it (the editable install's finder) are not run.
     with open(f"{site_packages}/dependencies.pth", "w") as file:
@@ -44,8 +46,9 @@ def wheel_python(tmp_path_factory):
 
 def run(python, *args, cwd, **kwargs):
     environment = {"HF_HUB_OFFLINE": "1", "PATH": f"{python.parent}:/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([str(python), *map(str, args)], cwd=cwd, env=environment, capture_output=True, text=True,
-                          **kwargs)
+    return subprocess.run(
+        [str(python), *map(str, args)], cwd=cwd, env=environment, capture_output=True, text=True, **kwargs
+    )
 
 
 def test_the_wheel_holds_the_package_and_nothing_of_the_checkout(wheel_python, tmp_path):
@@ -61,10 +64,15 @@ def test_demo_training_eval_predict_and_endpoint_from_the_installed_wheel(wheel_
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "PASS" in demo.stdout
     export = tmp_path / "demo" / "runs" / "adapters" / "model"
-    exported = {"handler.py", "scoring_dfd.py", "pipeline_dfd.py", "processing_dfd.py", "decoding_dfd.py", "inputs_dfd.py"}
-    assert exported | {"requirements.txt", "README.md"} <= {
-        path.name for path in export.iterdir()
+    exported = {
+        "handler.py",
+        "scoring_dfd.py",
+        "pipeline_dfd.py",
+        "processing_dfd.py",
+        "decoding_dfd.py",
+        "inputs_dfd.py",
     }
+    assert exported | {"requirements.txt", "README.md"} <= {path.name for path in export.iterdir()}
 
     video = write_video(tmp_path / "video.mp4", numbered_frames(30, 48, 48))
     predict = run(wheel_python.parent / "dfd", "predict", video, "--model", export, "--format", "json", cwd=tmp_path)

@@ -19,6 +19,8 @@ from .files import UMASK, write_atomically
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "dfd-detector"
+
+
 def hub_files() -> list[Path]:
     """
     Every Hub file of the package (the flat `*_dfd.py` siblings and handler.py) and the Dockerfile of the serving
@@ -26,6 +28,8 @@ def hub_files() -> list[Path]:
     Space load is there beside what the model's and processor's own `save_pretrained` carry.
     """
     return sorted([*PACKAGE_ROOT.glob("*_dfd.py"), PACKAGE_ROOT / "handler.py", PACKAGE_ROOT / "Dockerfile"])
+
+
 # The distributions the exported code imports, with the version bounds of our own pyproject; torch comes with the
 # Endpoints container (its CUDA build), so it is not listed.
 DEFAULT_MODEL_NAME = "dfd-deepfake-detector"
@@ -60,7 +64,9 @@ def endpoint_requirements(extras: tuple[str, ...] = (), names: tuple[str, ...] =
         extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)
         if extra:  # an extra's requirement: kept with its other markers (platforms, Python versions)
             if extra.group(1) in extras:
-                platforms = re.sub(r"\s*\band\s+extra\s*==\s*['\"][^'\"]+['\"]|extra\s*==\s*['\"][^'\"]+['\"]\s*(and\b)?", "", marker)
+                platforms = re.sub(
+                    r"\s*\band\s+extra\s*==\s*['\"][^'\"]+['\"]|extra\s*==\s*['\"][^'\"]+['\"]\s*(and\b)?", "", marker
+                )
                 line = requirement.strip().replace(" ", "")
                 lines.append(f"{line}; {platforms.strip()}" if platforms.strip() else line)
             continue
@@ -179,16 +185,20 @@ def checkpoint_card(model, origin: str, base_model: str | None = None, trained: 
         else "**Not trained for detection yet**: its scores mean nothing until it is fine-tuned, e.g."
     )
     adapters = f"in {len(config.adapter_layers)} of {config.vision_config.num_hidden_layers} blocks"
-    return (PACKAGE_ROOT / "tools" / "checkpoint_card.md").read_text(encoding="utf-8").format(
-        metadata=metadata.to_yaml(),
-        model_name=DEFAULT_MODEL_NAME,
-        origin=origin,
-        status=status,
-        config=config,
-        adapters=f"{adapters} (bottleneck {config.adapter_bottleneck})" if config.adapter_layers else "none",
-        trainable=trainable,
-        total=total,
-        trainable_share=trainable / total,
+    return (
+        (PACKAGE_ROOT / "tools" / "checkpoint_card.md")
+        .read_text(encoding="utf-8")
+        .format(
+            metadata=metadata.to_yaml(),
+            model_name=DEFAULT_MODEL_NAME,
+            origin=origin,
+            status=status,
+            config=config,
+            adapters=f"{adapters} (bottleneck {config.adapter_bottleneck})" if config.adapter_layers else "none",
+            trainable=trainable,
+            total=total,
+            trainable_share=trainable / total,
+        )
     )
 
 

@@ -142,4 +142,6 @@ def load_scorer(
         raise OSError(f"--model {name_or_path}: {error}") from None
     if compile_blocks:
         model.compile_blocks()
-    return VideoScorer(model, processor, device, torch_dtype, batch_size, num_workers, limits=limits, threshold=threshold)
+    return VideoScorer(
+        model, processor, device, torch_dtype, batch_size, num_workers, limits=limits, threshold=threshold
+    )

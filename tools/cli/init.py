@@ -39,7 +39,7 @@ def add_parser(subparsers, parent: argparse.ArgumentParser):
         type=json_object,
         default={},
         metavar="JSON",
-        help="DFDConfig arguments, inline (e.g. '{\"image_size\": 224, \"adapter_layers\": [20, 21, 22, 23]}') or a "
+        help='DFDConfig arguments, inline (e.g. \'{"image_size": 224, "adapter_layers": [20, 21, 22, 23]}\') or a '
         "JSON file",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it already holds files")

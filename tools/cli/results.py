@@ -40,7 +40,9 @@ def check_plot_folder(folder: str, option: str):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise CommandError(f"{option} {folder}: cannot write there ({error.strerror or describe_error(error)})") from None
+        raise CommandError(
+            f"{option} {folder}: cannot write there ({error.strerror or describe_error(error)})"
+        ) from None
 
 
 def _read_records(path: Path, whole_json: bool) -> list[dict]:
@@ -171,7 +173,9 @@ class ResultFiles:
             write_atomically(self.output, text)
         except OSError as error:
             kept = ", ".join(map(str, self.journals())) or "nowhere"
-            raise CommandError(f"--output {self.output}: cannot write ({describe_error(error)}); results kept in {kept}")
+            raise CommandError(
+                f"--output {self.output}: cannot write ({describe_error(error)}); results kept in {kept}"
+            )
         if complete:
             for journal in self.journals() + [self.journal]:
                 journal.unlink(missing_ok=True)

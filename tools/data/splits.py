@@ -91,7 +91,7 @@ def _units(rows: list[Row], smallest_target: float, rng: random.Random) -> list[
 
 
 def _assign(rows: list[Row], shares: dict[str, float], rng: random.Random) -> list[Row]:
-    """Fill each held-out split in turn up to its share of the rows and until it holds both classes; train gets the rest."""
+    """Fill each held-out split in turn up to its share of the rows and until it holds both classes; train: the rest."""
     targets = {name: len(rows) * share for name, share in shares.items()}
     rows_of = defaultdict(list)
     for row in rows:

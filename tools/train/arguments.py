@@ -59,9 +59,7 @@ def add_data_arguments(group):
         "--train_dir (or, with --do_eval, as one more evaluation set).",
     )
     group.add_argument("--dataset_config_name", help="Configuration of --dataset_name.")
-    group.add_argument(
-        "--video_column", help="Column of --dataset_name holding videos. Default: 'video', else 'path'."
-    )
+    group.add_argument("--video_column", help="Column of --dataset_name holding videos. Default: 'video', else 'path'.")
     group.add_argument("--label_column", default="label", help="Column of --dataset_name holding the labels.")
     group.add_argument(
         "--eval_split",
