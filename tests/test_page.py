@@ -117,6 +117,31 @@ def test_each_video_gets_the_scorers_record_and_one_thumbnail_per_distinct_frame
     assert Image.open(io.BytesIO(short.thumbnails[0].jpeg)).size == (240, 160)
 
 
+def test_the_page_opens_and_decodes_each_video_once_for_its_verdict_frames_and_explanation(
+    tiny_detector_dir, videos, monkeypatch
+):
+    """Thumbnails and the explanation come from the windows decoded for scoring: one open, one decode per video."""
+    import av
+
+    from dfd import decoding_dfd
+
+    opened, decoded = [], []
+    real_open, real_read = av.open, decoding_dfd.read_video
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    monkeypatch.setattr(
+        "dfd.processing_dfd.read_video",
+        lambda video, *args, **kwargs: decoded.append(video) or real_read(video, *args, **kwargs),
+    )
+    monkeypatch.setenv("DFD_DECODE_THREADS", "2")  # one thread for each of the two decode workers: one decoder each
+    scorer = load_scorer(str(tiny_detector_dir), "cpu", limits=Limits(), threshold=0.01)  # every window flagged
+    (report,) = reports_of(
+        VideoAnalyzer(scorer).analyze([VideoInput("moving.mp4", str(videos["moving"]), True)], 2, explain=True)
+    )
+    assert report.error is None and report.record["flagged_windows"] and report.thumbnails and report.explanations
+    assert decoded == [str(videos["moving"])]
+    assert [name.removeprefix("file:") for name in opened] == [str(videos["moving"])]
+
+
 def test_paths_are_refused_alike_whether_they_exist_and_every_input_is_reported(scorer, videos, tmp_path):
     inputs = [
         VideoInput("notes.txt", str(videos["notes"]), True),
