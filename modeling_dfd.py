@@ -119,7 +119,10 @@ class DFDEncoder(nn.Module):
         super().__init__()
         adapter_layers = set(config.adapter_layers)
         self.layers = nn.ModuleList(
-            [DFDEncoderLayer(config, index in adapter_layers) for index in range(config.vision_config.num_hidden_layers)]
+            [
+                DFDEncoderLayer(config, index in adapter_layers)
+                for index in range(config.vision_config.num_hidden_layers)
+            ]
         )
         self.first_adapter_layer = min(adapter_layers, default=len(self.layers))
 
@@ -226,7 +229,7 @@ class DFDPreTrainedModel(PreTrainedModel):
         layers = set(layers)
         if any(not 0 <= index < len(encoder.layers) for index in layers):
             raise ValueError(f"layers must lie in [0, {len(encoder.layers)}), got {sorted(layers)}")
-        # The GradientCheckpointingLayer switches that `gradient_checkpointing_enable` sets, here set per block.
+        # The GradientCheckpointingLayer switches that `activation_checkpointing_enable` sets, here set per block.
         checkpoint_function = partial(checkpoint, use_reentrant=False)
         for index, layer in enumerate(encoder.layers):
             layer._gradient_checkpointing_func = checkpoint_function
@@ -389,9 +392,7 @@ class DFDForVideoClassification(DFDPreTrainedModel):
         config = DFDConfig(vision_config=clip_config, **config_overrides)
         model = cls(config)
 
-        state_dict = {
-            name.removeprefix("vision_model."): tensor for name, tensor in clip.state_dict().items()
-        }
+        state_dict = {name.removeprefix("vision_model."): tensor for name, tensor in clip.state_dict().items()}
         new_grid = config.image_size // config.vision_config.patch_size
         key = "embeddings.position_embedding.weight"
         state_dict[key] = resize_position_embeddings(state_dict[key], new_grid)

@@ -4,6 +4,7 @@ demo run end to end as users run it (a subprocess), then its export loaded throu
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from transformers import pipeline
 
 from conftest import REPO_ROOT, sampled_frames
 from dfd.tools.demo import FAST, MARKER_NAME, MODELS, DemoError, prepare_output_dir
-from dfd.tools.synthetic_videos import TextureSettings, frame_statistics, write_dataset
+from dfd.tools.synthetic_videos import TextureSettings, frame_statistics, write_dataset, write_video
 
 
 SETTINGS = TextureSettings()
@@ -70,6 +71,14 @@ def test_fakes_change_much_more_from_frame_to_frame(synthetic_clips):
         for name, clips in synthetic_clips.items()
     }
     assert per_video["fake"].min() > per_video["real"].max()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SVT-AV1 raises the scheduling of root's threads only")
+def test_writing_av1_leaves_the_callers_scheduling_alone(tmp_path):
+    """SVT-AV1 turns root's encoding thread into SCHED_FIFO 99; left so, the test run hung in a spinning server."""
+    before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    write_video(tmp_path / "av1.mp4", np.zeros((8, 64, 64, 3), np.uint8), codec="libsvtav1")
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
 
 
 def test_output_dir_is_cleared_only_when_the_demo_made_it(tmp_path):

@@ -119,7 +119,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model):
         model.train()
         model.dropout.p = 0.0
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
             assert all(layer.gradient_checkpointing for layer in model.dfd.encoder.layers)
         model(video_batch(), labels=torch.tensor([0, 1])).loss.backward()
         return torch.cat([p.grad.flatten() for n, p in model.named_parameters() if p.grad is not None])

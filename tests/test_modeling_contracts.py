@@ -154,7 +154,7 @@ def test_gradient_checkpointing_trains_the_adapters(saved_dir, use_reentrant, ad
     expected = adapter_gradients(model, pixel_values, labels)
     assert any(".adapter." in name for name in expected)
 
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     assert all(layer.gradient_checkpointing for layer in model.dfd.encoder.layers)
     checkpointed = adapter_gradients(model, pixel_values, labels)
     assert set(checkpointed) == set(expected)

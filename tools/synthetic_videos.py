@@ -14,7 +14,9 @@ Videos are written with PyAV (its wheels bundle FFmpeg) by lossless x264 (crf 0)
 which treats every frame alike, no codec artifact depends on the motion, so compression does not give fakes away.
 """
 
+import contextlib
 import itertools
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,24 @@ def texture_clip(
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def keep_scheduling():
+    """
+    Give the calling thread back its scheduling policy: run as root, the SVT-AV1 encoder (libsvtav1) switches the
+    thread that opens it to SCHED_FIFO at priority 99, which every thread and process started from it inherits, so a
+    spinning OpenMP worker among them can starve the rest of a small machine for good.
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy:
+            os.sched_setscheduler(0, policy, param)
+
+
 def write_video(
     path,
     frames: Iterable[np.ndarray],
@@ -113,7 +133,7 @@ def write_video(
     first = next(frames, None)
     if first is None:
         raise ValueError(f"{path}: no frames to write")
-    with av.open(str(path), mode="w", options=container_options or {}) as container:
+    with keep_scheduling(), av.open(str(path), mode="w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = np.shape(first)[:2]
         stream.pix_fmt = "yuv420p"
