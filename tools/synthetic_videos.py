@@ -93,12 +93,12 @@ def keep_scheduling():
     if not hasattr(os, "sched_getscheduler"):
         yield
         return
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
     try:
         yield
     finally:
-        if os.sched_getscheduler(0) != policy:
-            os.sched_setscheduler(0, policy, param)
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, priority):
+            os.sched_setscheduler(0, policy, os.sched_param(priority))
 
 
 def write_video(
